@@ -61,6 +61,9 @@ class Config:
     history_revisions: int = 100_000
     #: ... and at most this many bytes of encoded events.
     history_bytes: int = 64 * 1024 * 1024
+    #: History carried inside each snapshot, so watches resume across a restart
+    #: (kept small: it is decoded at every open).
+    snapshot_history_bytes: int = 8 * 1024 * 1024
     #: Events queued for one watcher before it is cut off with ``Lagged``.
     watch_queue: int = 10_000
 
@@ -77,6 +80,7 @@ class Config:
             "ttl_sweep_ms",
             "history_revisions",
             "history_bytes",
+            "snapshot_history_bytes",
             "watch_queue",
         ):
             value = getattr(self, name)

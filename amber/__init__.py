@@ -1,0 +1,60 @@
+"""Amber: a persistent, replicated document key-value database for Python.
+
+>>> import amber, tempfile
+>>> with amber.open(tempfile.mkdtemp()) as db:
+...     accounts = db.table("accounts")
+...     _ = accounts.put("42", {"user": "ada", "tags": ["x"]})
+...     accounts.merge("42", {"age": 36, "tags": None})
+...     accounts.get("42")
+{'user': 'ada', 'age': 36}
+"""
+
+from . import errors
+from .config import Config, Limits
+from .database import (
+    Compare,
+    Database,
+    Delete,
+    DropTable,
+    Entry,
+    Merge,
+    Page,
+    Put,
+    Table,
+    Transaction,
+    TxnResult,
+    open,
+)
+from .model import FrozenDict, FrozenList, diff, merge_patch, new_id, thaw
+from .watch import Event, EventBatch, Progress, Watch
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Compare",
+    "Config",
+    "Database",
+    "Delete",
+    "DropTable",
+    "Entry",
+    "Event",
+    "EventBatch",
+    "FrozenDict",
+    "FrozenList",
+    "Limits",
+    "Merge",
+    "Page",
+    "Progress",
+    "Put",
+    "Table",
+    "Transaction",
+    "TxnResult",
+    "Watch",
+    "__version__",
+    "diff",
+    "errors",
+    "merge_patch",
+    "new_id",
+    "open",
+    "thaw",
+]
