@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 class Ticket:
     """One submitted batch, until its result is known."""
 
-    __slots__ = ("batch", "done", "error", "future", "loop", "result", "seq")
+    __slots__ = ("batch", "done", "error", "future", "loop", "result", "seq", "wake")
 
     def __init__(self, seq: int, batch: Batch) -> None:
         self.seq = seq
@@ -53,6 +53,8 @@ class Ticket:
         self.error: AmberError | None = None
         self.future: asyncio.Future[None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        #: Set while a writer thread sleeps on this ticket.
+        self.wake: threading.Event | None = None
 
 
 def _wake(future: asyncio.Future[None]) -> None:
@@ -82,6 +84,7 @@ class CommitPipeline:
         self._next_seq = next_seq
         self._last_time = 0
         self._leading = False
+        self._cond_waiters = 0
         #: Highest seq someone asked to have fsynced, and highest seq fsynced and applied.
         self._sync_wanted = 0
         self._synced_seq = next_seq - 1
@@ -130,7 +133,7 @@ class CommitPipeline:
     def wait(self, ticket: Ticket) -> ApplyResult:
         """Block until the ticket's batch is durable and applied."""
         if not ticket.done:
-            self._lead_until(lambda: ticket.done, self._sync_on_ack)
+            self._lead_until(lambda: ticket.done, self._sync_on_ack, ticket)
         return self._outcome(ticket)
 
     async def wait_async(self, ticket: Ticket) -> ApplyResult:
@@ -186,11 +189,31 @@ class CommitPipeline:
         assert ticket.result is not None
         return ticket.result
 
-    def _lead_until(self, finished: Callable[[], bool], sync: bool) -> None:
+    def _lead_until(
+        self, finished: Callable[[], bool], sync: bool, ticket: Ticket | None = None
+    ) -> None:
+        """Lead flushes until ``finished()``, or sleep while someone else leads.
+
+        A writer (``ticket`` given) sleeps on its own event: a leader wakes
+        only the writers it finished plus the oldest still waiting (to lead
+        next), not every writer after every flush. Other callers (sync, the
+        background flusher) wait on the condition.
+        """
         with self._cond:
             while not finished() and self._failed is None:
                 if self._leading:
-                    self._cond.wait()
+                    if ticket is None:
+                        self._cond_waiters += 1
+                        self._cond.wait()
+                        self._cond_waiters -= 1
+                        continue
+                    wake = ticket.wake = threading.Event()
+                    self._lock.release()
+                    try:
+                        wake.wait()
+                    finally:
+                        self._lock.acquire()
+                        ticket.wake = None
                     continue
                 self._leading = True
                 self._lock.release()
@@ -199,7 +222,16 @@ class CommitPipeline:
                 finally:
                     self._lock.acquire()
                     self._leading = False
-                    self._cond.notify_all()
+                    self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Wake the next leader (lock held): the oldest sleeping writer, and condition waiters."""
+        for pending in self._pending:
+            if pending.wake is not None:
+                pending.wake.set()
+                break
+        if self._cond_waiters:
+            self._cond.notify_all()
 
     def _lead(self, sync: bool) -> None:
         """Flush what is appended, apply it in order, wake its writers.
@@ -242,7 +274,7 @@ class CommitPipeline:
                     if ticket.result is None:
                         ticket.error = StorageFailed(f"applying the batch failed: {exc!r}")
                 self._fail(StorageFailed(f"applying a batch failed: {exc!r}"))
-            self._finish(group)
+                self._finish(group)
             return
         self.batches += len(group)
         if sync:
@@ -254,11 +286,15 @@ class CommitPipeline:
                     self._on_applied(ticket.result)
                 except Exception:
                     log.exception("publishing applied changes failed")
-        self._finish(group)
+        with self._lock:
+            self._finish(group)
 
     def _finish(self, group: list[Ticket]) -> None:
+        """Mark tickets done and wake their writers (lock held, so no wake-up is lost)."""
         for ticket in group:
             ticket.done = True
+            if ticket.wake is not None:
+                ticket.wake.set()
             if ticket.future is not None and ticket.loop is not None:
                 ticket.loop.call_soon_threadsafe(_wake, ticket.future)
 
