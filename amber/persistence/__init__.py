@@ -32,14 +32,18 @@ __all__ = [
 ]
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.DOTALL)
-SUPPORTED_SCHEMES = ("file://", "memory://")
+SUPPORTED_SCHEMES = ("file://", "memory://", "sqlite://", "postgresql://", "s3://")
 
 
 def open_backend(target: str | os.PathLike[str], config: Config) -> Backend:
-    """The backend for ``target``: a folder path or ``file://`` URL → log, ``memory://`` → memory.
+    """The backend for ``target``: a folder path or ``file://`` URL → log, ``memory://`` → memory,
+    ``sqlite:///file.db`` → sqlite, ``postgresql://…`` / ``postgres://…`` → postgres,
+    ``s3://bucket/prefix`` → s3 (their modules document the URL options).
 
     The backend is not recovered yet: the caller calls ``recover()`` first.
-    Unknown schemes raise ``InvalidArgument`` naming the supported ones.
+    Unknown schemes raise ``InvalidArgument`` naming the supported ones. The
+    sqlite, postgres and s3 modules are imported only here, on use, so that
+    ``import amber`` needs neither psycopg nor boto3.
     """
     if not isinstance(target, str):
         return LogBackend(target, config)
@@ -55,7 +59,27 @@ def open_backend(target: str | os.PathLike[str], config: Config) -> Backend:
         return LogBackend(unquote(rest), config)
     if scheme == "memory":
         return MemoryBackend(config=config)
+    if scheme == "sqlite":
+        from .sqlite import SqliteBackend  # noqa: PLC0415 (lazy: see the docstring)
+
+        return SqliteBackend.from_url(target, config)
+    if scheme in ("postgresql", "postgres"):
+        try:
+            from .postgres import PostgresBackend  # noqa: PLC0415
+        except ImportError as exc:
+            raise InvalidArgument(
+                f"the postgres backend needs psycopg ({exc}): pip install 'amber-db[postgres]'"
+            ) from exc
+        return PostgresBackend.from_url(target, config)
+    if scheme == "s3":
+        try:
+            from .s3 import S3Backend  # noqa: PLC0415
+        except ImportError as exc:
+            raise InvalidArgument(
+                f"the s3 backend needs boto3 ({exc}): pip install 'amber-db[s3]'"
+            ) from exc
+        return S3Backend.from_url(target, config)
     raise InvalidArgument(
-        f"unsupported storage scheme {scheme + '://'!r} in {target!r}: use a folder path, "
-        f"{' or '.join(SUPPORTED_SCHEMES)}"
+        f"unsupported storage scheme {scheme + '://'!r} in {target!r}: use a folder path "
+        f"or one of {', '.join(SUPPORTED_SCHEMES)}"
     )
