@@ -10,6 +10,7 @@
 """
 
 from . import errors
+from .client import AsyncClient, Client
 from .config import Config, Limits
 from .database import (
     Compare,
@@ -31,6 +32,8 @@ from .watch import Event, EventBatch, Progress, Watch
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncClient",
+    "Client",
     "Compare",
     "Config",
     "Database",

@@ -1,0 +1,35 @@
+"""The ``amber`` command: one typer app that every command module registers on.
+
+Each group of commands lives in its own module (``data.py`` for get/put/…,
+``serve.py``, ``backup.py`` …) and decorates ``app``; ``amber/cli/__init__.py``
+imports them all. A command module turns ``amber.errors`` into a one-line
+message and exit code 1 through ``fail``, never a traceback.
+"""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="amber",
+    help="Amber: a persistent, replicated document key-value database.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print ``error: message`` to stderr and exit with ``code``."""
+    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+@app.callback()
+def _root() -> None:
+    """Amber: a persistent, replicated document key-value database."""

@@ -1,0 +1,77 @@
+"""``amber serve``: the Redis-protocol, HTTP and KV-text server on one data folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from amber.errors import AmberError
+
+from .app import app, fail
+
+
+@app.command()
+def serve(  # noqa: PLR0917  (typer maps each option to a parameter)
+    data: Annotated[
+        str | None, typer.Option(help="Data folder (or backend URL). [default: data]")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="RESP port; 0: a free one, -1: off. [default: 7379]")
+    ] = None,
+    http_port: Annotated[
+        int | None, typer.Option(help="HTTP port; 0: a free one, -1: off. [default: 7380]")
+    ] = None,
+    kvtext_port: Annotated[
+        int | None, typer.Option(help="KV text port; 0: a free one, -1: off. [default: 4040]")
+    ] = None,
+    bind: Annotated[
+        str | None, typer.Option(help="Address to listen on. [default: 127.0.0.1]")
+    ] = None,
+    durability: Annotated[
+        str | None, typer.Option(help="always | interval | never. [default: always]")
+    ] = None,
+    requirepass: Annotated[
+        str | None, typer.Option(help="Password clients must AUTH with.")
+    ] = None,
+    max_clients: Annotated[int | None, typer.Option(help="Most clients at once.")] = None,
+    idle_timeout: Annotated[
+        int | None, typer.Option(help="Close clients idle this many seconds (0: never).")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="A TOML file with any of these settings.")
+    ] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug | info | warning | error")] = None,
+) -> None:
+    """Serve a data folder over the Redis protocol, HTTP/JSON and the KV text protocol.
+
+    Every setting also comes from the TOML file (--config) and from AMBER_*
+    environment variables (AMBER_PORT, AMBER_REQUIREPASS, ...); flags win,
+    then the environment, then the file. Prints one "listening <frontend>
+    <host>:<port>" line per front end, then "ready".
+    """
+    # Imported here so that `amber --help` stays fast.
+    from amber.server.server import run  # noqa: PLC0415
+    from amber.server.settings import load_settings  # noqa: PLC0415
+
+    flags = {
+        "data": data,
+        "port": port,
+        "http_port": http_port,
+        "kvtext_port": kvtext_port,
+        "bind": bind,
+        "durability": durability,
+        "requirepass": requirepass,
+        "max_clients": max_clients,
+        "idle_timeout": idle_timeout,
+        "log_level": log_level,
+    }
+    try:
+        settings = load_settings(flags, config_file=config)
+        code = run(settings)
+    except AmberError as exc:
+        fail(f"{type(exc).__name__}: {exc}")
+    except OSError as exc:
+        fail(f"cannot listen: {exc}")
+    raise typer.Exit(code)

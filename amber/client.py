@@ -1,0 +1,680 @@
+# mypy: disable-error-code="no-untyped-call"
+"""Talk to an ``amber serve`` over RESP with redis-py.
+
+>>> client = amber.Client("redis://127.0.0.1:7379")        # doctest: +SKIP
+>>> users = client.table("users")                           # doctest: +SKIP
+>>> users.put("42", {"name": "ada"})                        # doctest: +SKIP
+>>> for event in users.watch(prefix="4", start_revision=1): # doctest: +SKIP
+...     print(event)
+
+Keys on the wire are ``table:key``. Values are JSON documents: puts go
+through ``AMBER.TXN`` (the exact revision, compare-and-set, and the TTL
+cleared as in the embedded API), reads through ``JSON.GET``/``JSON.MGET``, so
+a document round-trips exactly. Server errors come back as the
+:mod:`amber.errors` types (``CONDITION`` → ``ConditionFailed`` …).
+
+A watch keeps its own connection. It remembers the last revision it
+delivered (and how many events of it), and when the connection drops it
+reconnects with bounded retries and backoff and resumes from there, so the
+iterator yields every event exactly once across server restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import redis.asyncio
+import redis.asyncio.connection
+import redis.connection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from . import errors
+from .database import Page
+from .store.batch import Compare, Delete, Merge, Put
+from .watch import Event
+
+__all__ = [
+    "AsyncClient",
+    "AsyncClientTable",
+    "AsyncClientWatch",
+    "Client",
+    "ClientTable",
+    "ClientWatch",
+]
+
+DEFAULT_URL = "redis://127.0.0.1:7379"
+_SCAN_COUNT = 500
+_DROPPED = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+
+# -- encoding -----------------------------------------------------------------------
+
+
+def _wire_key(table: str, key: str) -> str:
+    return f"{table}:{key}"
+
+
+def _split(raw: bytes | str) -> tuple[str, str]:
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    table, sep, key = text.partition(":")
+    return (table, key) if sep else ("default", text)
+
+
+def _dump(value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise errors.InvalidValue(f"value is not JSON-compatible: {exc}") from None
+
+
+def _load(raw: bytes | str | None) -> Any:
+    return None if raw is None else json.loads(raw)
+
+
+def _glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
+def _ttl_ms(ttl: float | None) -> int | None:
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0:
+        raise errors.InvalidArgument(f"ttl must be a positive number of seconds, not {ttl!r}")
+    return max(1, int(-(-ttl * 1000 // 1)))
+
+
+def _txn_spec(compares: Iterable[Compare], ops: Iterable[Put | Merge | Delete]) -> str:
+    spec: dict[str, list[Any]] = {"compares": [], "ops": []}
+    for c in compares:
+        spec["compares"].append([_wire_key(c.table, c.key), c.target, c.op, c.operand])
+    for op in ops:
+        if isinstance(op, Put):
+            if op.ttl_ms is not None:
+                raise errors.InvalidArgument("a client transaction cannot set a ttl")
+            spec["ops"].append(["put", _wire_key(op.table, op.key), op.value])
+        elif isinstance(op, Merge):
+            spec["ops"].append(["merge", _wire_key(op.table, op.key), op.patch])
+        elif isinstance(op, Delete):
+            spec["ops"].append(["delete", _wire_key(op.table, op.key)])
+        else:
+            raise errors.InvalidArgument(
+                f"a client transaction takes Put, Merge, Delete, not {op!r}"
+            )
+    return _dump(spec)
+
+
+def _put_spec(table: str, key: str, value: Any, if_absent: bool) -> str:
+    compares = [Compare(table, key, "exists", "=", False)] if if_absent else []
+    return _txn_spec(compares, [Put(table, key, value)])
+
+
+_PREFIXED: dict[str, type[errors.AmberError]] = {
+    "CONDITION": errors.ConditionFailed,
+    "CLOSED": errors.Closed,
+    "LOCKED": errors.Locked,
+    "IOERR": errors.StorageFailed,
+}
+
+
+def amber_error(exc: ResponseError) -> errors.AmberError:
+    """The :mod:`amber.errors` exception for a server's error reply."""
+    text = str(exc)
+    code, _, message = text.partition(" ")
+    if code in _PREFIXED:
+        return _PREFIXED[code](message)
+    numbers = [int(n) for n in re.findall(r"\d+", message)]
+    if code == "COMPACTED":
+        return errors.Compacted(*[*numbers, 0, 0][:2])
+    if code == "LAGGED":
+        return errors.Lagged([*numbers, 0][0])
+    if code == "CORRUPTED":
+        return errors.Corrupted(message)
+    return errors.InvalidArgument(text)
+
+
+def _event(message: list[Any]) -> Event:
+    """An :class:`Event` from ``["amber.watch", spec, rev, key, type, value, diff, prev]``."""
+    table, key = _split(message[3])
+    prev = _load(message[7]) if len(message) > 7 else None
+    return Event(int(message[2]), table, key, message[4].decode(), _load(message[5]), prev)
+
+
+def _watch_error(message: list[Any]) -> errors.AmberError:
+    text = message[2].decode("utf-8", "replace") if len(message) > 2 else "watch failed"
+    name, _, detail = text.partition(": ")
+    numbers = [int(n) for n in re.findall(r"\d+", detail)]
+    if name == "Lagged":
+        return errors.Lagged([*numbers, 0][0])
+    if name == "Compacted":
+        return errors.Compacted(*[*numbers, 0, 0][:2])
+    if name == "Closed":
+        return errors.Closed(detail)
+    return errors.AmberError(text)
+
+
+@dataclass
+class _Cursor:
+    """Where a watch is: the last revision delivered and how many of its events."""
+
+    spec: str
+    next_revision: int | None
+    last: int = 0
+    seen: int = 0
+
+    def resume_from(self) -> int | None:
+        return self.last if self.last else self.next_revision
+
+    def accept(self, event: Event) -> bool:
+        """Whether ``event`` is new (replayed events of ``last`` are skipped once)."""
+        if event.revision < self.last:
+            return False
+        if event.revision == self.last:
+            if self.skip > 0:
+                self.skip -= 1
+                return False
+            self.seen += 1
+            return True
+        self.last, self.seen, self.skip = event.revision, 1, 0
+        return True
+
+    skip: int = 0
+
+    def reconnecting(self) -> None:
+        self.skip = self.seen
+
+    def command(self) -> list[Any]:
+        args: list[Any] = ["AMBER.WATCH", self.spec]
+        start = self.resume_from()
+        if start is not None:
+            args += ["FROM", start]
+        return [*args, "PREV"]
+
+
+def _spec(table: str, key: str | None, prefix: str | None) -> str:
+    if key is not None and prefix is not None:
+        raise errors.InvalidArgument("watch takes a key or a prefix, not both")
+    if key is not None:
+        return _wire_key(table, key)
+    return _wire_key(table, (prefix or "") + "*")
+
+
+# -- sync ---------------------------------------------------------------------------
+
+
+class Client:
+    """A connection pool to one Amber server."""
+
+    def __init__(
+        self, url: str = DEFAULT_URL, password: str | None = None, *, socket_timeout: float = 30.0
+    ) -> None:
+        self.url = url
+        kwargs: dict[str, Any] = {"socket_timeout": socket_timeout}
+        if password is not None:
+            kwargs["password"] = password
+        self.redis: redis.Redis = redis.Redis.from_url(url, **kwargs)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.redis.close()
+
+    def table(self, name: str) -> ClientTable:
+        return ClientTable(self, name)
+
+    def call(self, *args: Any) -> Any:
+        """Run one command; error replies raise :mod:`amber.errors` types."""
+        try:
+            return self.redis.execute_command(*args)
+        except ResponseError as exc:
+            raise amber_error(exc) from None
+
+    def revision(self) -> int:
+        """The server's database revision."""
+        return int(self.call("AMBER.REV"))
+
+    def info(self) -> dict[str, Any]:
+        """INFO, parsed by redis-py."""
+        result: dict[str, Any] = self.redis.info()
+        return result
+
+    def txn(self, compares: Iterable[Compare], ops: Iterable[Put | Merge | Delete]) -> int:
+        """Apply ``ops`` all-or-nothing if every compare holds; returns the revision."""
+        return int(self.call("AMBER.TXN", _txn_spec(compares, ops)))
+
+    def _watch_connection(self) -> redis.connection.Connection:
+        pool = self.redis.connection_pool
+        kwargs = {**pool.connection_kwargs, "socket_timeout": None}
+        connection: redis.connection.Connection = pool.connection_class(**kwargs)
+        return connection
+
+
+class ClientTable:
+    """One table of a server, with the embedded ``Table``'s methods."""
+
+    def __init__(self, client: Client, name: str) -> None:
+        self.client = client
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<ClientTable {self.name!r} at {self.client.url}>"
+
+    def _k(self, key: str) -> str:
+        return _wire_key(self.name, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        raw = self.client.call("JSON.GET", self._k(key))
+        return default if raw is None else _load(raw)
+
+    def put(
+        self, key: str, value: Any, *, ttl: float | None = None, if_absent: bool = False
+    ) -> int:
+        """Set the key; returns the revision (``ConditionFailed`` if ``if_absent`` fails)."""
+        spec = _put_spec(self.name, key, value, if_absent)
+        ttl_ms = _ttl_ms(ttl)
+        if ttl_ms is None:
+            return int(self.client.call("AMBER.TXN", spec))
+        pipe = self.client.redis.pipeline(transaction=True)
+        pipe.execute_command("AMBER.TXN", spec)
+        pipe.execute_command("PEXPIRE", self._k(key), ttl_ms)
+        try:
+            revision, _ = pipe.execute()
+        except ResponseError as exc:
+            raise amber_error(exc) from None
+        if isinstance(revision, ResponseError):
+            raise amber_error(revision)
+        return int(revision)
+
+    def merge(self, key: str, patch: Any) -> Any:
+        """RFC 7396 merge ``patch`` into the key (created if absent); returns the new value."""
+        pipe = self.client.redis.pipeline(transaction=True)
+        pipe.execute_command("JSON.MERGE", self._k(key), "$", _dump(patch))
+        pipe.execute_command("JSON.GET", self._k(key))
+        try:
+            _, raw = pipe.execute()
+        except ResponseError as exc:
+            raise amber_error(exc) from None
+        return _load(raw)
+
+    def delete(self, key: str) -> bool:
+        """Remove the key; returns whether it existed."""
+        return int(self.client.call("DEL", self._k(key))) > 0
+
+    def scan(self, prefix: str | None = None, limit: int | None = None) -> Page:
+        """Items under ``prefix`` in key order (``Page.more`` if ``limit`` cut it).
+
+        ``Page.revision`` is read before the scan: a watch from ``revision + 1``
+        misses nothing (it may repeat changes the page already shows).
+        """
+        if limit is not None and limit < 0:
+            raise errors.InvalidQuery("limit must be >= 0")
+        revision = self.client.revision()
+        pattern = _glob_escape(self._k(prefix or "")) + "*"
+        keys: list[str] = []
+        cursor: int | bytes = 0
+        while True:
+            cursor, found = self.client.call("SCAN", cursor, "MATCH", pattern, "COUNT", _SCAN_COUNT)
+            keys += [_split(raw)[1] for raw in found if _split(raw)[0] == self.name]
+            if int(cursor) == 0 or (limit is not None and len(keys) > limit):
+                break
+        return _page(
+            keys, self._mget(keys[: None if limit is None else limit + 1]), limit, revision
+        )
+
+    def _mget(self, keys: list[str]) -> list[Any]:
+        if not keys:
+            return []
+        result: list[Any] = self.client.call("JSON.MGET", *map(self._k, keys), ".")
+        return result
+
+    def watch(
+        self,
+        key: str | None = None,
+        *,
+        prefix: str | None = None,
+        start_revision: int | None = None,
+    ) -> ClientWatch:
+        """Changes to ``key``, to keys under ``prefix``, or to the whole table.
+
+        Without ``start_revision`` it starts after the current revision.
+        """
+        start = start_revision if start_revision is not None else self.client.revision() + 1
+        return ClientWatch(self.client, _Cursor(_spec(self.name, key, prefix), start))
+
+
+def _page(keys: list[str], raws: list[Any], limit: int | None, revision: int) -> Page:
+    items = [(k, _load(raw)) for k, raw in zip(keys, raws, strict=False) if raw is not None]
+    more = limit is not None and len(items) > limit
+    return Page(items[:limit] if limit is not None else items, more, revision)
+
+
+class ClientWatch:
+    """An iterator of :class:`Event` that survives dropped connections."""
+
+    def __init__(
+        self, client: Client, cursor: _Cursor, *, retries: int = 8, backoff: float = 0.1
+    ) -> None:
+        self.client = client
+        self.cursor = cursor
+        self.retries = retries
+        self.backoff = backoff
+        self._conn: redis.connection.Connection | None = None
+        self._closed = False
+
+    def __enter__(self) -> ClientWatch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[Event]:
+        return self
+
+    def __next__(self) -> Event:
+        event = self.get()
+        assert event is not None
+        return event
+
+    @property
+    def last_revision(self) -> int:
+        return self.cursor.last
+
+    def close(self) -> None:
+        self._closed = True
+        if self._conn is not None:
+            self._conn.disconnect()
+            self._conn = None
+
+    def _open(self) -> redis.connection.Connection:
+        conn = self.client._watch_connection()
+        conn.connect()
+        conn.send_command(*self.cursor.command())
+        reply = conn.read_response(push_request=True)
+        if isinstance(reply, ResponseError):
+            conn.disconnect()
+            raise amber_error(reply)
+        return conn
+
+    def _connect(self) -> redis.connection.Connection:
+        delay = self.backoff
+        for attempt in range(self.retries + 1):
+            try:
+                return self._open()
+            except _DROPPED:
+                if attempt == self.retries:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        raise AssertionError("unreachable")
+
+    def get(self, timeout: float | None = None) -> Event | None:
+        """The next event; None if ``timeout`` seconds pass without one."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._closed:
+                raise errors.Closed("the watch was closed")
+            if self._conn is None:
+                self._conn = self._connect()
+            conn = self._conn
+            try:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if left is not None and not conn.can_read(timeout=left):
+                    return None
+                message = conn.read_response(push_request=True)
+            except _DROPPED:
+                self._drop()
+                continue
+            if isinstance(message, ResponseError):
+                raise amber_error(message)
+            if not isinstance(message, list) or not message:
+                continue
+            kind = message[0]
+            if kind == b"amber.watch" and len(message) >= 7:
+                event = _event(message)
+                if self.cursor.accept(event):
+                    return event
+            elif kind == b"amber.watch.error":
+                error = _watch_error(message)
+                if isinstance(error, errors.Lagged | errors.Closed):
+                    self._drop()
+                    continue
+                raise error
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.disconnect()
+            self._conn = None
+        self.cursor.reconnecting()
+
+
+# -- asyncio ------------------------------------------------------------------------
+
+
+class AsyncClient:
+    """:class:`Client` for asyncio (``redis.asyncio``)."""
+
+    def __init__(
+        self, url: str = DEFAULT_URL, password: str | None = None, *, socket_timeout: float = 30.0
+    ) -> None:
+        self.url = url
+        kwargs: dict[str, Any] = {"socket_timeout": socket_timeout}
+        if password is not None:
+            kwargs["password"] = password
+        self.redis: redis.asyncio.Redis = redis.asyncio.Redis.from_url(url, **kwargs)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    def table(self, name: str) -> AsyncClientTable:
+        return AsyncClientTable(self, name)
+
+    async def call(self, *args: Any) -> Any:
+        try:
+            return await self.redis.execute_command(*args)
+        except ResponseError as exc:
+            raise amber_error(exc) from None
+
+    async def revision(self) -> int:
+        return int(await self.call("AMBER.REV"))
+
+    async def info(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.redis.info()
+        return result
+
+    async def txn(self, compares: Iterable[Compare], ops: Iterable[Put | Merge | Delete]) -> int:
+        return int(await self.call("AMBER.TXN", _txn_spec(compares, ops)))
+
+    def _watch_connection(self) -> redis.asyncio.connection.AbstractConnection:
+        pool = self.redis.connection_pool
+        kwargs = {**pool.connection_kwargs, "socket_timeout": None}
+        connection: redis.asyncio.connection.AbstractConnection = pool.connection_class(**kwargs)
+        return connection
+
+
+class AsyncClientTable:
+    """:class:`ClientTable` for asyncio."""
+
+    def __init__(self, client: AsyncClient, name: str) -> None:
+        self.client = client
+        self.name = name
+
+    def _k(self, key: str) -> str:
+        return _wire_key(self.name, key)
+
+    async def get(self, key: str, default: Any = None) -> Any:
+        raw = await self.client.call("JSON.GET", self._k(key))
+        return default if raw is None else _load(raw)
+
+    async def put(
+        self, key: str, value: Any, *, ttl: float | None = None, if_absent: bool = False
+    ) -> int:
+        spec = _put_spec(self.name, key, value, if_absent)
+        ttl_ms = _ttl_ms(ttl)
+        if ttl_ms is None:
+            return int(await self.client.call("AMBER.TXN", spec))
+        pipe = self.client.redis.pipeline(transaction=True)
+        pipe.execute_command("AMBER.TXN", spec)
+        pipe.execute_command("PEXPIRE", self._k(key), ttl_ms)
+        try:
+            revision, _ = await pipe.execute()
+        except ResponseError as exc:
+            raise amber_error(exc) from None
+        if isinstance(revision, ResponseError):
+            raise amber_error(revision)
+        return int(revision)
+
+    async def merge(self, key: str, patch: Any) -> Any:
+        pipe = self.client.redis.pipeline(transaction=True)
+        pipe.execute_command("JSON.MERGE", self._k(key), "$", _dump(patch))
+        pipe.execute_command("JSON.GET", self._k(key))
+        try:
+            _, raw = await pipe.execute()
+        except ResponseError as exc:
+            raise amber_error(exc) from None
+        return _load(raw)
+
+    async def delete(self, key: str) -> bool:
+        return int(await self.client.call("DEL", self._k(key))) > 0
+
+    async def scan(self, prefix: str | None = None, limit: int | None = None) -> Page:
+        if limit is not None and limit < 0:
+            raise errors.InvalidQuery("limit must be >= 0")
+        revision = await self.client.revision()
+        pattern = _glob_escape(self._k(prefix or "")) + "*"
+        keys: list[str] = []
+        cursor: int | bytes = 0
+        while True:
+            cursor, found = await self.client.call(
+                "SCAN", cursor, "MATCH", pattern, "COUNT", _SCAN_COUNT
+            )
+            keys += [_split(raw)[1] for raw in found if _split(raw)[0] == self.name]
+            if int(cursor) == 0 or (limit is not None and len(keys) > limit):
+                break
+        wanted = keys[: None if limit is None else limit + 1]
+        raws: list[Any] = []
+        if wanted:
+            raws = await self.client.call("JSON.MGET", *map(self._k, wanted), ".")
+        return _page(wanted, raws, limit, revision)
+
+    async def watch(
+        self,
+        key: str | None = None,
+        *,
+        prefix: str | None = None,
+        start_revision: int | None = None,
+    ) -> AsyncClientWatch:
+        start = start_revision if start_revision is not None else await self.client.revision() + 1
+        return AsyncClientWatch(self.client, _Cursor(_spec(self.name, key, prefix), start))
+
+
+class AsyncClientWatch:
+    """:class:`ClientWatch` for asyncio: ``async for event in watch``."""
+
+    def __init__(
+        self, client: AsyncClient, cursor: _Cursor, *, retries: int = 8, backoff: float = 0.1
+    ) -> None:
+        self.client = client
+        self.cursor = cursor
+        self.retries = retries
+        self.backoff = backoff
+        self._conn: redis.asyncio.connection.AbstractConnection | None = None
+        self._closed = False
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self
+
+    async def __anext__(self) -> Event:
+        event = await self.get()
+        assert event is not None
+        return event
+
+    @property
+    def last_revision(self) -> int:
+        return self.cursor.last
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._conn is not None:
+            await self._conn.disconnect()
+            self._conn = None
+
+    async def _open(self) -> redis.asyncio.connection.AbstractConnection:
+        conn = self.client._watch_connection()
+        await conn.connect()
+        await conn.send_command(*self.cursor.command())
+        reply = await conn.read_response(push_request=True)
+        if isinstance(reply, ResponseError):
+            await conn.disconnect()
+            raise amber_error(reply)
+        return conn
+
+    async def _connect(self) -> redis.asyncio.connection.AbstractConnection:
+        delay = self.backoff
+        for attempt in range(self.retries + 1):
+            try:
+                return await self._open()
+            except _DROPPED:
+                if attempt == self.retries:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        raise AssertionError("unreachable")
+
+    async def get(self, timeout: float | None = None) -> Event | None:
+        """The next event; None if ``timeout`` seconds pass without one."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._closed:
+                raise errors.Closed("the watch was closed")
+            if self._conn is None:
+                self._conn = await self._connect()
+            conn = self._conn
+            try:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                message = await asyncio.wait_for(conn.read_response(push_request=True), left)
+            except TimeoutError:
+                await self._drop()  # a cancelled read leaves the stream mid-reply
+                return None
+            except _DROPPED:
+                await self._drop()
+                continue
+            if isinstance(message, ResponseError):
+                raise amber_error(message)
+            if not isinstance(message, list) or not message:
+                continue
+            if message[0] == b"amber.watch" and len(message) >= 7:
+                event = _event(message)
+                if self.cursor.accept(event):
+                    return event
+            elif message[0] == b"amber.watch.error":
+                error = _watch_error(message)
+                if isinstance(error, errors.Lagged | errors.Closed):
+                    await self._drop()
+                    continue
+                raise error
+
+    async def _drop(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(*_DROPPED):
+                await self._conn.disconnect()
+            self._conn = None
+        self.cursor.reconnecting()

@@ -1,0 +1,453 @@
+"""Connection and server commands: PING HELLO AUTH CLIENT COMMAND CONFIG INFO …"""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+import resource
+import secrets
+import sys
+import time
+from typing import Any
+
+from ...backup import backup
+from .registry import REGISTRY, CommandError, syntax_error
+from .replies import Simple, Verbatim
+from .session import error_reply
+from .state import AMBER_VERSION, REDIS_VERSION
+from .strings import parse_int
+
+command = REGISTRY.command
+OK = Simple("OK")
+_RUN_ID = secrets.token_hex(20)
+
+
+@command("PING", -1, "fast pubsub noauth", group="connection")
+def ping(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """PONG, or the message given."""
+    if len(args) > 2:
+        raise CommandError("wrong number of arguments for 'ping' command")
+    if session.protocol == 2 and session.subscriptions:
+        return [b"pong", args[1] if len(args) > 1 else b""]
+    return args[1] if len(args) > 1 else Simple("PONG")
+
+
+@command("ECHO", 2, "fast", group="connection")
+def echo(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """The message given."""
+    return args[1]
+
+
+@command("QUIT", -1, "fast pubsub noauth nomulti", group="connection")
+def quit_(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """Close the connection after this reply."""
+    session.closing = True
+    return OK
+
+
+@command("SELECT", 2, "fast", group="connection")
+def select(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """Only database 0 exists (use tables instead)."""
+    if parse_int(args[1], "value is not an integer or out of range") != 0:
+        raise CommandError("DB index is out of range")
+    return OK
+
+
+@command("TIME", 1, "fast", group="server")
+def time_(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """The server's time: Unix seconds and microseconds."""
+    now = time.time_ns() // 1000
+    return [str(now // 1_000_000).encode(), str(now % 1_000_000).encode()]
+
+
+def _check_password(session: Any, user: bytes | None, password: bytes) -> None:
+    expected = session.state.password
+    if user not in (None, b"default") or expected is None:
+        if expected is None and user in (None, b"default"):
+            raise CommandError(
+                "AUTH <password> called without any password configured for the default user. "
+                "Are you sure your configuration is correct?"
+            )
+        raise CommandError("invalid username-password pair or user is disabled.", "WRONGPASS")
+    if not secrets.compare_digest(password, expected.encode()):
+        raise CommandError("invalid username-password pair or user is disabled.", "WRONGPASS")
+    session.authenticated = True
+
+
+@command("AUTH", -2, "fast noauth", group="connection")
+def auth(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """``AUTH password`` or ``AUTH default password``."""
+    if len(args) > 3:
+        raise syntax_error()
+    user = args[1] if len(args) == 3 else None
+    _check_password(session, user, args[-1])
+    return OK
+
+
+@command("HELLO", -1, "fast noauth", group="connection")
+def hello(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """``HELLO [2|3 [AUTH user pass] [SETNAME name]]``: pick RESP2/RESP3, say who we are."""
+    protocol = session.protocol
+    i = 1
+    if len(args) > 1:
+        try:
+            protocol = int(args[1])
+        except ValueError:
+            raise CommandError("Protocol version is not an integer or out of range") from None
+        if protocol not in (2, 3):
+            raise CommandError("unsupported protocol version", "NOPROTO")
+        i = 2
+    name: bytes | None = None
+    while i < len(args):
+        option = args[i].upper()
+        if option == b"AUTH" and i + 2 < len(args):
+            _check_password(session, args[i + 1], args[i + 2])
+            i += 3
+        elif option == b"SETNAME" and i + 1 < len(args):
+            name = args[i + 1]
+            i += 2
+        else:
+            raise CommandError(
+                f"Syntax error in HELLO option '{option.decode('utf-8', 'replace')}'"
+            )
+    if not session.authenticated:
+        raise CommandError("Authentication required.", "NOAUTH")
+    if name is not None:
+        session.name = _client_name(name)
+    session.protocol = protocol
+    return {
+        "server": "amber",
+        "version": REDIS_VERSION,
+        "amber_version": AMBER_VERSION,
+        "proto": protocol,
+        "id": session.id,
+        "mode": "standalone",
+        "role": "master",
+        "modules": [],
+    }
+
+
+@command("RESET", 1, "fast pubsub noauth nomulti", group="connection")
+def reset(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """Back to a fresh connection's state (keeps the socket)."""
+    session.multi = None
+    session.multi_failed = False
+    session.watched.clear()
+    session.state.pubsub.drop_session(session)
+    for task in session.watches.values():
+        task.cancel()
+    session.watches.clear()
+    session.protocol = 2
+    session.name = ""
+    session.authenticated = session.state.password is None
+    return Simple("RESET")
+
+
+def _client_name(raw: bytes) -> str:
+    name = raw.decode("utf-8", "replace")
+    if any(c.isspace() for c in name) or any(ord(c) < 33 or ord(c) > 126 for c in name):
+        raise CommandError("Client names cannot contain spaces, newlines or special characters.")
+    return name
+
+
+def client_line(s: Any) -> str:
+    now = time.monotonic()
+    return (
+        f"id={s.id} addr={s.peer} laddr= fd=-1 name={s.name} age={int(now - s.created)} "
+        f"idle={int(now - s.last_active)} flags={'P' if s.subscriptions else 'N'} db=0 "
+        f"sub={len(s.channels)} psub={len(s.patterns)} ssub=0 "
+        f"multi={-1 if s.multi is None else len(s.multi)} watch={len(s.watched)} "
+        f"qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 "
+        f"tot-mem=0 events=r cmd={s.last_command.lower() or 'NULL'} user=default redir=-1 "
+        f"resp={s.protocol} lib-name={s.lib_name} lib-ver={s.lib_ver}"
+    )
+
+
+@command("CLIENT", -2, "noauth", group="connection")
+def client(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """CLIENT ID | SETNAME | GETNAME | LIST | INFO | SETINFO | KILL ID n | NO-EVICT …"""
+    sub = args[1].upper()
+    if not session.authenticated and sub not in (b"SETINFO", b"SETNAME"):
+        raise CommandError("Authentication required.", "NOAUTH")
+    if sub == b"ID" and len(args) == 2:
+        return session.id
+    if sub == b"SETNAME" and len(args) == 3:
+        session.name = _client_name(args[2])
+        return OK
+    if sub == b"GETNAME" and len(args) == 2:
+        return session.name.encode() if session.name else None
+    if sub == b"LIST":
+        sessions = list(session.state.sessions.values())
+        if len(args) >= 4 and args[2].upper() == b"ID":
+            wanted = {parse_int(a) for a in args[3:]}
+            sessions = [s for s in sessions if s.id in wanted]
+        return Verbatim("".join(client_line(s) + "\n" for s in sessions))
+    if sub == b"INFO" and len(args) == 2:
+        return Verbatim(client_line(session) + "\n")
+    if sub == b"SETINFO" and len(args) == 4:
+        attr = args[2].upper()
+        value = args[3].decode("utf-8", "replace")
+        if attr == b"LIB-NAME":
+            session.lib_name = value
+        elif attr == b"LIB-VER":
+            session.lib_ver = value
+        else:
+            raise CommandError(f"Unrecognized option '{args[2].decode('utf-8', 'replace')}'")
+        return OK
+    if sub == b"KILL" and len(args) == 4 and args[2].upper() == b"ID":
+        target = session.state.sessions.get(parse_int(args[3]))
+        if target is None:
+            raise CommandError("No such client")
+        target.kill()
+        return 1
+    if sub in (b"NO-EVICT", b"NO-TOUCH") and len(args) == 3:
+        return OK
+    name = args[1].decode("utf-8", "replace")
+    raise CommandError(
+        f"unknown subcommand or wrong number of arguments for '{name}'. Try CLIENT HELP."
+    )
+
+
+@command("COMMAND", -1, "", group="server")
+def command_(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """COMMAND | COMMAND COUNT | COMMAND INFO name… | COMMAND DOCS [name…] | COMMAND LIST."""
+    if len(args) == 1:
+        return [c.info() for c in REGISTRY]
+    sub = args[1].upper()
+    if sub == b"COUNT":
+        return len(REGISTRY)
+    if sub == b"INFO":
+        if len(args) == 2:
+            return [c.info() for c in REGISTRY]
+        out: list[Any] = []
+        for name in args[2:]:
+            found = REGISTRY.get(name)
+            out.append(None if found is None else found.info())
+        return out
+    if sub == b"DOCS":
+        names = args[2:]
+        chosen = (
+            list(REGISTRY)
+            if not names
+            else [c for c in (REGISTRY.get(n) for n in names) if c is not None]
+        )
+        return {c.name.lower(): c.docs() for c in chosen}
+    if sub == b"LIST":
+        return [c.name.lower() for c in REGISTRY]
+    raise CommandError(
+        f"unknown subcommand '{args[1].decode('utf-8', 'replace')}'. Try COMMAND HELP."
+    )
+
+
+@command("CONFIG", -2, "admin", group="server")
+def config(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """CONFIG GET pattern… | CONFIG SET name value… | CONFIG RESETSTAT."""
+    sub = args[1].upper()
+    runtime = session.state.config
+    if sub == b"GET" and len(args) >= 3:
+        found: dict[str, str] = {}
+        for pattern in args[2:]:
+            found.update(runtime.get(pattern.decode("utf-8", "replace")))
+        return {k: v.encode() for k, v in found.items()}
+    if sub == b"SET" and len(args) >= 4 and len(args) % 2 == 0:
+        for i in range(2, len(args), 2):
+            runtime.set(args[i].decode("utf-8", "replace"), args[i + 1].decode("utf-8", "replace"))
+        return OK
+    if sub == b"RESETSTAT" and len(args) == 2:
+        session.state.stats.reset()
+        return OK
+    if sub == b"REWRITE":
+        raise CommandError("CONFIG REWRITE is not supported: edit the TOML file instead")
+    name = args[1].decode("utf-8", "replace")
+    raise CommandError(f"unknown subcommand or wrong number of arguments for '{name}'")
+
+
+# -- INFO ------------------------------------------------------------------------------
+
+
+def _section(title: str, fields: dict[str, Any]) -> str:
+    lines = [f"# {title}"]
+    for key, value in fields.items():
+        lines.append(f"{key}:{int(value) if isinstance(value, bool) else value}")
+    return "\r\n".join(lines) + "\r\n"
+
+
+def info_sections(state: Any) -> dict[str, dict[str, Any]]:
+    """Every INFO section by lower-case name."""
+    db = state.db
+    stats = db.stats()
+    now = time.time()
+    uptime = int(now - state.started)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    pipeline = stats.get("pipeline", {})
+    jobs = dict(stats.get("jobs", {}))
+    extra: dict[str, Any] = {}
+    for source in state.info_sources:
+        extra.update(source())
+    server_jobs = extra.pop("server_jobs", {})
+    durability = stats["durability"]
+    sections: dict[str, dict[str, Any]] = {
+        "server": {
+            "redis_version": REDIS_VERSION,
+            "amber_version": AMBER_VERSION,
+            "redis_mode": "standalone",
+            "os": f"{platform.system()} {platform.release()} {platform.machine()}",
+            "arch_bits": 64 if sys.maxsize > 2**32 else 32,
+            "multiplexing_api": "asyncio",
+            "python_version": platform.python_version(),
+            "process_id": state.pid,
+            "run_id": _RUN_ID,
+            "tcp_port": state.config.values.get("port", ""),
+            "uptime_in_seconds": uptime,
+            "uptime_in_days": uptime // 86400,
+            "executable": sys.argv[0] if sys.argv else "",
+        },
+        "clients": {
+            "connected_clients": len(state.sessions),
+            "maxclients": state.config.values.get("maxclients", ""),
+            "blocked_clients": 0,
+            "pubsub_clients": sum(1 for s in state.sessions.values() if s.subscriptions),
+            "watching_clients": sum(1 for s in state.sessions.values() if s.watched),
+        },
+        "memory": {
+            "used_memory_rss": usage.ru_maxrss * 1024,
+            "maxmemory": 0,
+            "maxmemory_policy": "noeviction",
+        },
+        "persistence": {
+            "loading": 0,
+            "async_loading": 0,
+            "aof_enabled": 1,
+            "aof_rewrite_in_progress": 0,
+            "rdb_bgsave_in_progress": 0,
+            "rdb_changes_since_last_save": 0,
+            "amber_durability": durability,
+            "amber_appendfsync": _APPENDFSYNC.get(durability, durability),
+            "amber_backend": stats["backend"],
+            "amber_revision": stats["revision"],
+            "amber_wal_bytes": pipeline.get("log_bytes", 0),
+            "amber_wal_fsyncs": pipeline.get("fsyncs", 0),
+            "amber_wal_flushes": pipeline.get("flushes", 0),
+            "amber_storage_failed": pipeline.get("failed") or "",
+        },
+        "stats": {
+            "total_connections_received": state.connections_received,
+            "total_commands_processed": state.stats.total,
+            "rejected_connections": state.rejected_connections,
+            "pubsub_channels": len(state.pubsub.channels),
+            "pubsub_patterns": len(state.pubsub.patterns),
+            "keyspace_notifications": state.config.values.get("notify-keyspace-events", ""),
+        },
+        "replication": {
+            "role": "master",
+            "connected_slaves": 0,
+            "master_failover_state": "no-failover",
+            "master_replid": _RUN_ID,
+            "master_repl_offset": stats["revision"],
+        },
+        "cpu": {
+            "used_cpu_sys": round(usage.ru_stime, 6),
+            "used_cpu_user": round(usage.ru_utime, 6),
+        },
+        "amber": {
+            "revision": stats["revision"],
+            "backend": stats["backend"],
+            "durability": durability,
+            "tables": len(db.tables()),
+            "watchers": stats.get("watch", {}).get("watchers", 0),
+            **{f"job_{name}": _job_line(job) for name, job in jobs.items()},
+            **{f"server_job_{name}": _job_line(job) for name, job in server_jobs.items()},
+            **extra,
+        },
+    }
+    tables = stats.get("tables", {})
+    keys = sum(tables.values())
+    sections["keyspace"] = {"db0": f"keys={keys},expires=0,avg_ttl=0"} if keys else {}
+    sections["commandstats"] = {
+        f"cmdstat_{name.lower()}": (
+            f"calls={calls},usec={int(seconds * 1e6)},"
+            f"usec_per_call={seconds * 1e6 / calls if calls else 0:.2f},"
+            f"rejected_calls=0,failed_calls={failed}"
+        )
+        for name, (calls, failed, seconds, _) in sorted(state.stats.commands.items())
+    }
+    return sections
+
+
+_APPENDFSYNC = {"always": "always", "interval": "everysec", "never": "no"}
+_DEFAULT_SECTIONS = (
+    "server", "clients", "memory", "persistence", "stats", "replication", "cpu", "amber",
+    "keyspace",
+)  # fmt: skip
+
+
+def _job_line(job: dict[str, Any]) -> str:
+    error = str(job.get("last_error") or "").replace(",", ";").replace("\n", " ")
+    return (
+        f"state={job.get('state')},runs={job.get('runs', 0)},failures={job.get('failures', 0)}"
+        + (f",last_error={error}" if error else "")
+    )
+
+
+@command("INFO", -1, "", group="server")
+def info(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """Server information by section (``INFO [section …]``, ``all``, ``everything``)."""
+    sections = info_sections(session.state)
+    wanted = [a.decode("utf-8", "replace").lower() for a in args[1:]]
+    if not wanted or wanted == ["default"]:
+        names: list[str] = list(_DEFAULT_SECTIONS)
+    elif any(w in ("all", "everything") for w in wanted):
+        names = [*_DEFAULT_SECTIONS, "commandstats"]
+    else:
+        names = [w for w in wanted if w in sections]
+    return Verbatim("\r\n".join(_section(n.capitalize(), sections[n]) for n in names))
+
+
+@command("LASTSAVE", 1, "fast", group="server")
+def lastsave(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """When data was last made durable (with ``always``: now)."""
+    return int(time.time())
+
+
+@command("SAVE", 1, "admin", group="server")
+def save(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """Write a snapshot now."""
+    session.state.db.snapshot()
+    return OK
+
+
+@command("BGSAVE", -1, "admin", group="server")
+def bgsave(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """Write a snapshot now (Amber's snapshots do not block readers)."""
+    session.state.db.snapshot()
+    return Simple("Background saving started")
+
+
+@command("AMBER.BACKUP", 2, "admin", group="amber")
+def amber_backup(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """Back up the database at one revision, online: ``AMBER.BACKUP <file|s3://bucket/key>``.
+
+    The file is written on the server's host. The capture holds writers for
+    microseconds; encoding and I/O run on a worker thread, so the event loop
+    keeps serving. Replies with the revision, tables, keys, bytes, location.
+    """
+    try:
+        dest = args[1].decode("utf-8")
+    except UnicodeDecodeError:
+        raise CommandError("backup destination must be UTF-8") from None
+    db = session.state.db
+
+    async def run() -> Any:
+        try:
+            info = await asyncio.to_thread(backup, db, dest)
+        except Exception as exc:
+            return error_reply(exc)
+        return {
+            "revision": info.revision,
+            "tables": info.tables,
+            "keys": info.keys,
+            "bytes": info.bytes,
+            "location": str(info.location),
+        }
+
+    return asyncio.get_running_loop().create_task(run())

@@ -1,0 +1,176 @@
+"""Blind writes of one event-loop turn, committed as one batch.
+
+A blind write (SET, MSET, DEL … with nothing read first) cannot fail a
+compare, so the writes that all connections send in the same turn of the
+event loop are submitted to the database as **one** batch: one encode, one
+log record, one apply, one wake-up — instead of one per command. This is
+group commit one level up: fsyncs were already shared; now the per-write
+bookkeeping is too. Each command still gets its reply only after the batch
+is durable, in its connection's order.
+
+What changes for an observer: independent writes that arrived together
+share a revision (a watcher sees one revision with several keys). Writes of
+one connection keep their order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ...database import Delete, Put
+from .registry import Entries, Later
+
+if TYPE_CHECKING:
+    from .session import Session
+    from .state import ServerState
+
+__all__ = ["Coalescer", "Pending", "coalescible"]
+
+#: Ops per batch, and a value size above which a write goes alone.
+MAX_OPS = 512
+MAX_VALUE_CHARS = 16 * 1024
+
+
+def coalescible(ops: list[Any]) -> bool:
+    """Plain puts of short strings and deletes: nothing that can fail at apply."""
+    for op in ops:
+        kind = type(op)
+        if kind is Put:
+            value = op.value
+            if type(value) is not str or len(value) > MAX_VALUE_CHARS:
+                return False
+        elif kind is not Delete:
+            return False
+    return len(ops) <= MAX_OPS
+
+
+class Pending:
+    """A reply that exists once its batch is durable; a lighter ``asyncio.Future``.
+
+    The front end sets ``notify``; it is called once per batch for all of its
+    connection's replies that the batch completed (not once per reply).
+    """
+
+    __slots__ = ("_done", "_reply", "notify")
+
+    def __init__(self) -> None:
+        self._done = False
+        self._reply: Any = None
+        self.notify: Callable[[Any], None] | None = None
+
+    def done(self) -> bool:
+        return self._done
+
+    def result(self) -> Any:
+        return self._reply
+
+
+class _Waiter:
+    __slots__ = ("command", "first", "future", "last", "reply", "session", "started")
+
+    def __init__(  # noqa: PLR0917  (a record)
+        self,
+        future: Pending,
+        session: Session,
+        command: str,
+        reply: Any,
+        started: float,
+        first: int,
+        last: int,
+    ) -> None:
+        self.future = future
+        self.session = session
+        self.command = command
+        self.reply = reply
+        self.started = started
+        self.first = first
+        self.last = last
+
+
+class Coalescer:
+    """Collects blind writes during a loop turn; commits them together."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self._ops: list[Any] = []
+        self._waiters: list[_Waiter] = []
+        self._scheduled = False
+        #: Batches committed and commands they carried (INFO).
+        self.batches = 0
+        self.commands = 0
+
+    def add(
+        self, session: Session, command: str, ops: list[Any], reply: Any, *, started: float
+    ) -> Pending:
+        """Queue ``ops``; the reply is ready once the batch is durable."""
+        if len(self._ops) + len(ops) > MAX_OPS:
+            self._flush()
+        future = Pending()
+        first = len(self._ops)
+        self._ops.extend(ops)
+        self._waiters.append(
+            _Waiter(future, session, command, reply, started, first, len(self._ops))
+        )
+        session.pending += 1
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if not self._ops:
+            return
+        ops, waiters = self._ops, self._waiters
+        self._ops, self._waiters = [], []
+        state = self.state
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        inflight = state.inflight
+        keys = [(op.table, op.key) for op in ops]
+        for key in keys:
+            inflight[key] = done
+        task = asyncio.get_running_loop().create_task(state.db.atxn((), ops))
+
+        def finished(task: asyncio.Task[Any]) -> None:
+            done.set_result(None)
+            for key in keys:
+                if inflight.get(key) is done:
+                    del inflight[key]
+            self.batches += 1
+            self.commands += len(waiters)
+            error: BaseException | None = None
+            result: Any = None
+            try:
+                result = task.result()
+            except BaseException as exc:
+                error = exc
+            now = time.perf_counter()
+            record = state.stats.record
+            from .session import error_reply  # noqa: PLC0415  (session imports this module)
+
+            notify: dict[Any, None] = {}
+            for waiter in waiters:
+                waiter.session.pending -= 1
+                if error is not None:
+                    reply: Any = error_reply(error)
+                    ok = False
+                else:
+                    reply = waiter.reply
+                    if type(reply) is Later:
+                        reply = reply.finish(
+                            Entries(result.entries[waiter.first : waiter.last], result.revision)
+                        )
+                    ok = True
+                record(waiter.command, now - waiter.started, ok)
+                pending = waiter.future
+                pending._reply = reply
+                pending._done = True
+                if pending.notify is not None:
+                    notify[pending.notify] = None
+            for callback in notify:
+                callback(None)
+
+        task.add_done_callback(finished)

@@ -1,0 +1,324 @@
+"""Pub/sub, keyspace notifications, and AMBER.WATCH.
+
+- ``SUBSCRIBE``/``PSUBSCRIBE``/``PUBLISH``: plain channels, local to this
+  server, as in Redis.
+- Keyspace notifications in Redis' format, enabled with
+  ``CONFIG SET notify-keyspace-events KEA`` (or the ``notify_keyspace_events``
+  setting): ``__keyspace@0__:<key>`` carries the event name,
+  ``__keyevent@0__:<event>`` the key. They come from the database's watch
+  stream, so they report every committed change — from RESP, HTTP, kvtext or
+  the TTL sweeper — in commit order. Events: ``set`` (a put; class ``$``),
+  ``merge`` (a merge; class ``d``), ``del`` (class ``g``), ``expired``
+  (class ``x``).
+- ``AMBER.WATCH <key | prefix* | *> [FROM revision] [PREV]``: what Redis
+  lacks — a stream of ``["amber.watch", spec, revision, key, type, value,
+  diff(, prev)]`` messages (values and the RFC 7396 diff as JSON text) that
+  can start from an old revision and resume after a disconnect. RESP3 gets
+  push messages; in RESP2 the connection enters subscribed mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from ...errors import AmberError
+from ...watch import Event
+from .keys import DEFAULT_TABLE, compile_glob, join_key, split_key
+from .registry import REGISTRY, CommandError, syntax_error
+from .replies import Push, Replies
+from .values import dump_json
+
+if TYPE_CHECKING:
+    from .session import Session
+    from .state import ServerState
+
+command = REGISTRY.command
+log = logging.getLogger(__name__)
+
+KEYSPACE = b"__keyspace@0__:"
+KEYEVENT = b"__keyevent@0__:"
+#: Event type -> (Redis event name, notification class).
+EVENT_NAMES = {
+    "put": (b"set", "$"),
+    "merge": (b"merge", "d"),
+    "delete": (b"del", "g"),
+    "expire": (b"expired", "x"),
+}
+_ALL_CLASSES = "g$lshzxetd"
+
+
+def _bytes_glob(pattern: bytes) -> Callable[[bytes], bool]:
+    match = compile_glob(pattern.decode("latin-1"))
+    return lambda channel: match(channel.decode("latin-1"))
+
+
+class PubSub:
+    """Channel and pattern subscriptions of one server's sessions."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.channels: dict[bytes, set[Session]] = {}
+        self.patterns: dict[bytes, tuple[Callable[[bytes], bool], set[Session]]] = {}
+        #: The first revision keyspace notifications must cover (set when one is wanted).
+        self.keyspace_from: int | None = None
+        #: Set by the notifier job while its watch runs.
+        self.notifier_active = False
+
+    def subscribe(self, session: Session, channel: bytes) -> None:
+        self.channels.setdefault(channel, set()).add(session)
+        session.channels.add(channel)
+        if channel.startswith((KEYSPACE, KEYEVENT)):
+            self._want_keyspace()
+
+    def psubscribe(self, session: Session, pattern: bytes) -> None:
+        entry = self.patterns.get(pattern)
+        if entry is None:
+            entry = self.patterns[pattern] = (_bytes_glob(pattern), set())
+        entry[1].add(session)
+        session.patterns.add(pattern)
+        if pattern.startswith((b"_", b"*", b"?", b"[")):
+            self._want_keyspace()
+
+    def _want_keyspace(self) -> None:
+        if not self.notifier_active:
+            self.keyspace_from = self.state.db.revision + 1
+
+    def unsubscribe(self, session: Session, channel: bytes) -> None:
+        session.channels.discard(channel)
+        members = self.channels.get(channel)
+        if members is not None:
+            members.discard(session)
+            if not members:
+                del self.channels[channel]
+
+    def punsubscribe(self, session: Session, pattern: bytes) -> None:
+        session.patterns.discard(pattern)
+        entry = self.patterns.get(pattern)
+        if entry is not None:
+            entry[1].discard(session)
+            if not entry[1]:
+                del self.patterns[pattern]
+
+    def drop_session(self, session: Session) -> None:
+        for channel in list(session.channels):
+            self.unsubscribe(session, channel)
+        for pattern in list(session.patterns):
+            self.punsubscribe(session, pattern)
+
+    def publish(self, channel: bytes, message: bytes) -> int:
+        """Deliver to subscribers of the channel and of matching patterns; how many."""
+        receivers = 0
+        for session in self.channels.get(channel, ()):
+            session.push(Push([b"message", channel, message]))
+            receivers += 1
+        for pattern, (match, sessions) in self.patterns.items():
+            if sessions and match(channel):
+                for session in sessions:
+                    session.push(Push([b"pmessage", pattern, channel, message]))
+                    receivers += 1
+        return receivers
+
+    # -- keyspace notifications -----------------------------------------------------
+
+    def keyspace_wanted(self) -> bool:
+        """Whether notifications are enabled and someone may listen."""
+        flags = self.state.config.values.get("notify-keyspace-events", "")
+        return (
+            bool(flags) and bool(self.channels or self.patterns) and ("K" in flags or "E" in flags)
+        )
+
+    def publish_events(self, events: Iterable[Event]) -> None:
+        """Turn committed changes into keyspace/keyevent messages (on the loop)."""
+        flags = self.state.config.values.get("notify-keyspace-events", "")
+        if not flags:
+            return
+        classes = flags.replace("A", _ALL_CLASSES)
+        keyspace, keyevent = "K" in flags, "E" in flags
+        for event in events:
+            name, cls = EVENT_NAMES.get(event.type, (event.type.encode(), "g"))
+            if cls not in classes:
+                continue
+            key = join_key(event.table, event.key).encode()
+            if keyspace:
+                self.publish(KEYSPACE + key, name)
+            if keyevent:
+                self.publish(KEYEVENT + name, key)
+
+
+# -- commands ---------------------------------------------------------------------
+
+
+def _confirm(kind: bytes, name: bytes | None, count: int) -> Push:
+    return Push([kind, name, count])
+
+
+@command("SUBSCRIBE", -2, "pubsub noauth", group="pubsub")
+def subscribe(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """Receive messages published to these channels."""
+    hub: PubSub = session.state.pubsub
+    out = Replies()
+    for channel in args[1:]:
+        hub.subscribe(session, channel)
+        out.append(_confirm(b"subscribe", channel, session.subscriptions))
+    return out
+
+
+@command("PSUBSCRIBE", -2, "pubsub noauth", group="pubsub")
+def psubscribe(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """Receive messages published to channels matching these patterns."""
+    hub: PubSub = session.state.pubsub
+    out = Replies()
+    for pattern in args[1:]:
+        hub.psubscribe(session, pattern)
+        out.append(_confirm(b"psubscribe", pattern, session.subscriptions))
+    return out
+
+
+@command("UNSUBSCRIBE", -1, "pubsub noauth", group="pubsub")
+def unsubscribe(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """Stop receiving these channels (all without arguments)."""
+    hub: PubSub = session.state.pubsub
+    channels = args[1:] or sorted(session.channels)
+    if not channels:
+        return Replies([_confirm(b"unsubscribe", None, session.subscriptions)])
+    out = Replies()
+    for channel in channels:
+        hub.unsubscribe(session, channel)
+        out.append(_confirm(b"unsubscribe", channel, session.subscriptions))
+    return out
+
+
+@command("PUNSUBSCRIBE", -1, "pubsub noauth", group="pubsub")
+def punsubscribe(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """Stop receiving these patterns (all without arguments)."""
+    hub: PubSub = session.state.pubsub
+    patterns = args[1:] or sorted(session.patterns)
+    if not patterns:
+        return Replies([_confirm(b"punsubscribe", None, session.subscriptions)])
+    out = Replies()
+    for pattern in patterns:
+        hub.punsubscribe(session, pattern)
+        out.append(_confirm(b"punsubscribe", pattern, session.subscriptions))
+    return out
+
+
+@command("PUBLISH", 3, "pubsub fast", group="pubsub")
+def publish(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """Send a message to a channel; how many clients received it."""
+    hub: PubSub = session.state.pubsub
+    return hub.publish(args[1], args[2])
+
+
+@command("PUBSUB", -2, "pubsub", group="pubsub")
+def pubsub(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """PUBSUB CHANNELS [pattern] | NUMSUB [channel …] | NUMPAT."""
+    hub: PubSub = session.state.pubsub
+    sub = args[1].upper()
+    if sub == b"CHANNELS":
+        match = _bytes_glob(args[2]) if len(args) > 2 else None
+        return [c for c in sorted(hub.channels) if match is None or match(c)]
+    if sub == b"NUMSUB":
+        out: list[Any] = []
+        for channel in args[2:]:
+            out += [channel, len(hub.channels.get(channel, ()))]
+        return out
+    if sub == b"NUMPAT":
+        return len(hub.patterns)
+    raise CommandError(f"unknown subcommand '{args[1].decode('utf-8', 'replace')}'")
+
+
+# -- AMBER.WATCH -------------------------------------------------------------------------
+
+
+def watch_target(spec: bytes) -> tuple[str | None, str | None, str | None]:
+    """``(table, key, prefix)`` for ``*``, ``table:*``, ``table:pre*``, ``key``."""
+    if spec == b"*":
+        return None, None, None
+    table, key = split_key(spec)
+    if key.endswith("*"):
+        return table, None, key[:-1]
+    if ":" not in spec.decode("utf-8", "replace") and spec.endswith(b"*"):
+        return DEFAULT_TABLE, None, key[:-1]
+    return table, key, None
+
+
+def _json_or_none(value: Any) -> bytes | None:
+    return None if value is None else dump_json(value).encode()
+
+
+async def _pump(session: Session, spec: bytes, watch: Any, prev: bool) -> None:
+    try:
+        async for batch in watch.batches():
+            for event in batch.events:
+                message = [
+                    b"amber.watch",
+                    spec,
+                    event.revision,
+                    join_key(event.table, event.key).encode(),
+                    event.type.encode(),
+                    _json_or_none(event.value),
+                    dump_json(event.diff).encode(),
+                ]
+                if prev:
+                    message.append(_json_or_none(event.prev_value))
+                session.push(Push(message))
+    except asyncio.CancelledError:
+        raise
+    except AmberError as exc:
+        session.push(Push([b"amber.watch.error", spec, f"{type(exc).__name__}: {exc}".encode()]))
+    except Exception as exc:
+        log.exception("AMBER.WATCH %r failed", spec)
+        session.push(Push([b"amber.watch.error", spec, f"internal error: {exc}".encode()]))
+    finally:
+        watch.close()
+        if session.watches.get(spec) is asyncio.current_task():
+            del session.watches[spec]
+
+
+@command("AMBER.WATCH", -2, "pubsub", group="amber")
+def amber_watch(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """Stream changes with revisions and diffs: ``AMBER.WATCH spec [FROM rev] [PREV]``."""
+    spec = args[1]
+    start: int | None = None
+    prev = False
+    i = 2
+    while i < len(args):
+        option = args[i].upper()
+        if option == b"FROM" and i + 1 < len(args):
+            try:
+                start = int(args[i + 1])
+            except ValueError:
+                raise CommandError("FROM takes a revision number") from None
+            i += 2
+        elif option == b"PREV":
+            prev = True
+            i += 1
+        else:
+            raise syntax_error()
+    if spec in session.watches:
+        raise CommandError(f"already watching {spec.decode('utf-8', 'replace')}")
+    table, key, prefix = watch_target(spec)
+    db = session.state.db
+    if table is None:
+        watch = db.watch(start_revision=start, prev_value=prev)
+    else:
+        watch = db.table(table).watch(key, prefix=prefix, start_revision=start, prev_value=prev)
+    task = asyncio.get_running_loop().create_task(_pump(session, spec, watch, prev))
+    session.watches[spec] = task
+    return Replies([Push([b"amber.watch", spec, session.subscriptions])])
+
+
+@command("AMBER.UNWATCH", -1, "pubsub", group="amber")
+def amber_unwatch(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """Stop AMBER.WATCH streams (all without arguments)."""
+    specs = args[1:] or sorted(session.watches)
+    out = Replies()
+    for spec in specs:
+        task = session.watches.pop(spec, None)
+        if task is not None:
+            task.cancel()
+        out.append(Push([b"amber.unwatch", spec, session.subscriptions]))
+    return out or Replies([Push([b"amber.unwatch", None, session.subscriptions])])

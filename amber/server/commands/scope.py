@@ -1,0 +1,209 @@
+"""What a command reads and writes: the database directly, or a recording scope.
+
+A read-only command reads :class:`DirectReads` — the database's lock-free
+reads, nothing recorded. A write command runs against a :class:`Scope`: its
+reads are recorded with the ``mod_revision`` they saw, its writes become
+ops, and afterwards the scope commits as **one** batch whose compares say
+"nothing I read has changed". So a read-modify-write (INCR, JSON.SET at a
+path, a MULTI block) is atomic and serializable: if another writer got in
+between, the commit fails with ``ConditionFailed`` and the command runs again
+on the new state. A scope sees its own writes (later commands of a MULTI see
+earlier ones).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ...database import Compare, Database, Delete, DropTable, Entry, Merge, Page, Put
+from ...model import check_key, check_table, freeze, merge_patch
+from .values import MISSING
+
+__all__ = ["DirectReads", "MustDrain", "Scope"]
+
+
+class MustDrain(Exception):
+    """A command read while this connection still has writes in flight.
+
+    Reads must see the connection's own earlier writes, so the front end
+    waits for them and runs the command again (handlers have no side effects
+    until their scope commits).
+    """
+
+
+class DirectReads:
+    """The database's own reads, for read-only commands."""
+
+    __slots__ = ("db",)
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def get(self, table: str, key: str) -> Any:
+        """The key's value or ``MISSING``."""
+        return self.db.table(table).get(key, MISSING)
+
+    def entry(self, table: str, key: str) -> Entry | None:
+        return self.db.table(table).entry(key)
+
+    def tables(self) -> list[str]:
+        return self.db.tables()
+
+    def scan(
+        self, table: str, *, prefix: str | None = None, start: str | None = None, limit: int
+    ) -> Page:
+        return self.db.table(table).scan(prefix, start=start, limit=limit)
+
+    def count(self, table: str) -> int:
+        return self.db.table(table).count()
+
+
+class Scope(DirectReads):
+    """Recorded reads plus buffered writes, committed as one batch."""
+
+    __slots__ = ("barrier", "conditions", "dropped", "local", "ops", "reads")
+
+    def __init__(self, db: Database, *, barrier: bool = False) -> None:
+        super().__init__(db)
+        #: Reads must wait (``MustDrain``): the connection has writes in flight.
+        self.barrier = barrier
+        #: (table, key) -> the mod_revision read (0: absent).
+        self.reads: dict[tuple[str, str], int] = {}
+        #: (table, key) -> the entry as this scope sees it (None: absent).
+        self.local: dict[tuple[str, str], Entry | None] = {}
+        self.ops: list[Put | Merge | Delete | DropTable] = []
+        self.dropped: set[str] = set()
+        #: Explicit compares (AMBER.TXN); a failure is the answer, never retried.
+        self.conditions: list[Compare] = []
+
+    # -- reads ----------------------------------------------------------------
+
+    def get(self, table: str, key: str) -> Any:
+        entry = self.entry(table, key)
+        return MISSING if entry is None else entry.value
+
+    def entry(self, table: str, key: str) -> Entry | None:
+        where = (table, key)
+        local = self.local
+        if where in local:
+            return local[where]
+        if table in self.dropped:
+            return None
+        if self.barrier:
+            raise MustDrain
+        entry = self.db.table(table).entry(key)
+        self.reads.setdefault(where, 0 if entry is None else entry.mod_revision)
+        local[where] = entry
+        return entry
+
+    def watch(self, table: str, key: str, mod_revision: int) -> None:
+        """Make the commit conditional on the key still being at ``mod_revision``."""
+        self.reads.setdefault((table, key), mod_revision)
+
+    def _peek(self, table: str, key: str) -> Entry | None:
+        """The entry without recording a read (for bookkeeping only)."""
+        where = (table, key)
+        if where in self.local:
+            return self.local[where]
+        if table in self.dropped:
+            return None
+        return self.db.table(table).entry(key)
+
+    def tables(self) -> list[str]:
+        if self.barrier:
+            raise MustDrain
+        return self.db.tables()
+
+    def scan(
+        self, table: str, *, prefix: str | None = None, start: str | None = None, limit: int
+    ) -> Page:
+        if self.barrier:
+            raise MustDrain
+        return super().scan(table, prefix=prefix, start=start, limit=limit)
+
+    def count(self, table: str) -> int:
+        if self.barrier:
+            raise MustDrain
+        return super().count(table)
+
+    # -- writes ---------------------------------------------------------------
+
+    def _names(self, table: str, key: str) -> tuple[str, str]:
+        limits = self.db.config.limits
+        return check_table(table, limits), check_key(key, limits)
+
+    def put(
+        self,
+        table: str,
+        key: str,
+        value: Any,
+        *,
+        ttl_ms: int | None = None,
+        keep_ttl: bool = False,
+    ) -> int:
+        """Buffer a put; returns its op index."""
+        table, key = self._names(table, key)
+        frozen = freeze(value, self.db.config.limits)
+        if keep_ttl:
+            prev = self._peek(table, key)
+            expires = prev.expires_at_ms if prev is not None else None
+        else:
+            expires = None if ttl_ms is None else _now_ms() + ttl_ms
+        self.ops.append(Put(table, key, frozen, ttl_ms, keep_ttl))
+        self.local[(table, key)] = Entry(key, frozen, -1, -1, -1, expires)
+        return len(self.ops) - 1
+
+    def merge(self, table: str, key: str, patch: Any, *, ttl_ms: int | None = None) -> int:
+        table, key = self._names(table, key)
+        frozen = freeze(patch, self.db.config.limits)
+        prev = self._peek(table, key)
+        value = merge_patch(None if prev is None else prev.value, frozen)
+        expires = prev.expires_at_ms if prev is not None else None
+        if ttl_ms is not None:
+            expires = _now_ms() + ttl_ms
+        self.ops.append(Merge(table, key, frozen, ttl_ms))
+        self.local[(table, key)] = Entry(key, value, -1, -1, -1, expires)
+        return len(self.ops) - 1
+
+    def delete(self, table: str, key: str) -> int:
+        table, key = self._names(table, key)
+        self.ops.append(Delete(table, key))
+        self.local[(table, key)] = None
+        return len(self.ops) - 1
+
+    def drop_table(self, table: str) -> int:
+        table = check_table(table, self.db.config.limits)
+        self.ops.append(DropTable(table))
+        for where in [w for w in self.local if w[0] == table]:
+            self.local[where] = None
+        self.dropped.add(table)
+        return len(self.ops) - 1
+
+    # -- committing -----------------------------------------------------------
+
+    def mark(self) -> tuple[int, dict[tuple[str, str], Entry | None], set[str]]:
+        """A point to roll back to when one command of a MULTI fails."""
+        return len(self.ops), dict(self.local), set(self.dropped)
+
+    def rollback(self, mark: tuple[int, dict[tuple[str, str], Entry | None], set[str]]) -> None:
+        count, local, dropped = mark
+        del self.ops[count:]
+        self.local = local
+        self.dropped = dropped
+
+    def compares(self) -> list[Compare]:
+        return [
+            *self.conditions,
+            *(
+                Compare(table, key, "mod_revision", "=", revision)
+                for (table, key), revision in self.reads.items()
+            ),
+        ]
+
+    def written_keys(self) -> list[tuple[str, str]]:
+        return [(op.table, op.key) for op in self.ops if not isinstance(op, DropTable)]
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000

@@ -1,0 +1,311 @@
+"""One client's session: authentication, MULTI, subscriptions, and running commands.
+
+A front end makes a :class:`Session` per connection and hands it each
+command; ``execute`` answers with
+
+- a reply (most commands, synchronously: reads never wait);
+- an ``asyncio.Future`` resolving to the reply, for a write: the reply
+  exists only once the write is as durable as the database's mode promises;
+- :data:`DRAIN`: the command must wait until this session's writes in flight
+  are answered (it reads, and must see them); call ``execute`` again then.
+
+Blind writes (SET, MSET, DEL, JSON.SET at the root …) of one pipeline are
+submitted back to back without waiting, so they share one group commit and
+keep their order; anything that reads waits for them first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ...errors import AmberError, ConditionFailed
+from ..wire_errors import wire_error
+from .coalesce import coalescible
+from .registry import REGISTRY, Command, CommandError, Entries, Later
+from .replies import NULL_ARRAY, ErrorReply, Push, Simple
+from .scope import MustDrain, Scope
+from .state import ServerState
+
+__all__ = ["DRAIN", "QUEUED", "ExecPlan", "Session", "error_reply"]
+
+log = logging.getLogger(__name__)
+
+DRAIN: Any = object()
+QUEUED = Simple("QUEUED")
+#: Runs of a read-modify-write that lost to a concurrent writer before giving up.
+MAX_ATTEMPTS = 64
+
+_PUBSUB_CONTEXT_ERROR = (
+    "Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET "
+    "are allowed in this context"
+)
+
+
+class ExecPlan:
+    """What EXEC hands back: its reply, how to run it again, when it is aborted."""
+
+    __slots__ = ("aborted", "reply", "rerun")
+
+    def __init__(
+        self, reply: Any, rerun: Callable[[Scope], Any], aborted: Callable[[], bool]
+    ) -> None:
+        self.reply = reply
+        self.rerun = rerun
+        self.aborted = aborted
+
+
+def error_reply(exc: BaseException) -> ErrorReply:
+    """The error reply for an exception a command raised."""
+    if isinstance(exc, CommandError):
+        return ErrorReply(exc.reply_text())
+    if isinstance(exc, AmberError):
+        return ErrorReply(f"{wire_error(exc).resp_prefix} {exc}")
+    log.error("a command failed unexpectedly", exc_info=exc)
+    return ErrorReply(f"ERR internal error: {type(exc).__name__}: {exc}")
+
+
+class Session:
+    """A client's state; see the module doc."""
+
+    def __init__(
+        self,
+        state: ServerState,
+        *,
+        peer: str = "",
+        push: Callable[[Any], None] | None = None,
+        close: Callable[[], None] | None = None,
+    ) -> None:
+        self.state = state
+        self.id = state.next_id()
+        self.peer = peer
+        self.name = ""
+        self.lib_name = ""
+        self.lib_ver = ""
+        self.protocol = 2
+        self.authenticated = state.password is None
+        self.created = time.monotonic()
+        self.last_active = self.created
+        self.last_command = ""
+        #: Queued (command, args) while in MULTI, else None.
+        self.multi: list[tuple[Command, list[bytes]]] | None = None
+        self.multi_failed = False
+        #: WATCHed (table, key) -> mod_revision seen (0: absent).
+        self.watched: dict[tuple[str, str], int] = {}
+        self.channels: set[bytes] = set()
+        self.patterns: set[bytes] = set()
+        #: AMBER.WATCH streams: spec -> the task pushing its events.
+        self.watches: dict[bytes, asyncio.Task[None]] = {}
+        #: Writes submitted and not answered yet; and how many of those read.
+        self.pending = 0
+        self.pending_reads = 0
+        #: Set by QUIT: the front end closes after the reply.
+        self.closing = False
+        self._push = push
+        self._close = close
+        state.sessions[self.id] = self
+
+    # -- the front end's side ----------------------------------------------------
+
+    @property
+    def subscriptions(self) -> int:
+        return len(self.channels) + len(self.patterns) + len(self.watches)
+
+    def push(self, message: Any) -> None:
+        """Send an out-of-band message (pub/sub, watch event) to the client."""
+        if self._push is not None:
+            self._push(message)
+
+    def kill(self) -> None:
+        """Close the client's connection (CLIENT KILL)."""
+        self.closing = True
+        if self._close is not None:
+            self._close()
+
+    def close(self) -> None:
+        """The connection is gone: drop subscriptions and watches; idempotent."""
+        self.state.sessions.pop(self.id, None)
+        self.state.pubsub.drop_session(self)
+        for task in self.watches.values():
+            task.cancel()
+        self.watches.clear()
+        self.multi = None
+        self.watched.clear()
+
+    # -- running commands -----------------------------------------------------------
+
+    def execute(self, args: list[bytes]) -> Any:
+        """Run one command; see the module doc for what comes back."""
+        state = self.state
+        command = REGISTRY.get(args[0])
+        self.last_active = time.monotonic()
+        if command is None:
+            if self.multi is not None:
+                self.multi_failed = True
+            return self._unknown(args)
+        if not command.arity_ok(len(args)):
+            if self.multi is not None:
+                self.multi_failed = True
+            return ErrorReply(f"ERR wrong number of arguments for '{command.name.lower()}' command")
+        flags = command.flags
+        if not self.authenticated and "noauth" not in flags:
+            return ErrorReply("NOAUTH Authentication required.")
+        if self.multi is not None and "nomulti" not in flags:
+            self.multi.append((command, args))
+            return QUEUED
+        if self.protocol == 2 and self.subscriptions and "pubsub" not in flags:
+            return ErrorReply("ERR " + _PUBSUB_CONTEXT_ERROR.format(command.name.lower()))
+        is_write = "write" in flags
+        if self.pending and (self.pending_reads or not is_write):
+            return DRAIN
+        self.last_command = command.name
+        started = time.perf_counter()
+        if not is_write:
+            try:
+                reply = command.handler(self, state.reads, args)
+            except Exception as exc:
+                state.stats.record(command.name, time.perf_counter() - started, False)
+                return error_reply(exc)
+            state.stats.record(command.name, time.perf_counter() - started, True)
+            return reply
+        scope = Scope(state.db, barrier=self.pending > 0)
+        try:
+            reply = command.handler(self, scope, args)
+        except MustDrain:
+            return DRAIN
+        except Exception as exc:
+            state.stats.record(command.name, time.perf_counter() - started, False)
+            return error_reply(exc)
+        rerun: Callable[[Scope], Any] | None = None
+        aborted: Callable[[], bool] | None = None
+        if type(reply) is ExecPlan:
+            reply, rerun, aborted = reply.reply, reply.rerun, reply.aborted
+        if not scope.ops:
+            state.stats.record(command.name, time.perf_counter() - started, True)
+            return _finished(reply, self.state.db.revision)
+        if rerun is None:
+            if not scope.reads and not scope.conditions and coalescible(scope.ops):
+                return state.coalescer.add(self, command.name, scope.ops, reply, started=started)
+            rerun = _rerun(self, command, args)
+        return self._start_commit(command, scope, reply, started, rerun, aborted)
+
+    def _unknown(self, args: list[bytes]) -> ErrorReply:
+        name = args[0].decode("utf-8", "replace")[:128]
+        rest = " ".join(f"'{a.decode('utf-8', 'replace')[:128]}'" for a in args[1:8])
+        return ErrorReply(f"ERR unknown command '{name}', with args beginning with: {rest}")
+
+    def _start_commit(  # noqa: PLR0917
+        self,
+        command: Command,
+        scope: Scope,
+        reply: Any,
+        started: float,
+        rerun: Callable[[Scope], Any],
+        aborted: Callable[[], bool] | None,
+    ) -> asyncio.Task[Any]:
+        reads = bool(scope.reads)
+        self.pending += 1
+        if reads:
+            self.pending_reads += 1
+        return asyncio.get_running_loop().create_task(
+            self._commit(command, scope, reply, started, reads, rerun, aborted)
+        )
+
+    async def _commit(  # noqa: PLR0917
+        self,
+        command: Command,
+        scope: Scope,
+        reply: Any,
+        started: float,
+        reads: bool,
+        rerun: Callable[[Scope], Any],
+        aborted: Callable[[], bool] | None,
+    ) -> Any:
+        ok = False
+        try:
+            result = await self.commit_scope(scope, reply, rerun, aborted=aborted)
+            ok = type(result) is not ErrorReply
+            return result
+        except Exception as exc:
+            return error_reply(exc)
+        finally:
+            self.pending -= 1
+            if reads:
+                self.pending_reads -= 1
+            self.state.stats.record(command.name, time.perf_counter() - started, ok)
+
+    async def commit_scope(
+        self,
+        scope: Scope,
+        reply: Any,
+        rerun: Callable[[Scope], Any],
+        *,
+        aborted: Callable[[], bool] | None = None,
+    ) -> Any:
+        """Commit ``scope``; if something it read changed meanwhile, run again.
+
+        ``rerun(scope)`` runs the command(s) again on a fresh scope and returns
+        the new reply. ``aborted()`` (EXEC's WATCH check) says when a failed
+        commit must not be retried: then the reply is ``NULL_ARRAY``.
+        """
+        state = self.state
+        inflight = state.inflight
+        loop = asyncio.get_running_loop()
+        # Local read-modify-writes of a key queue up behind each other (FIFO):
+        # each claims its keys at once, then waits for the claims before it,
+        # so they do not all read the same revision and lose the compare.
+        done: asyncio.Future[None] = loop.create_future()
+        claimed: list[tuple[str, str]] = []
+        try:
+            for attempt in range(MAX_ATTEMPTS):
+                keys = {*scope.reads, *scope.written_keys()}
+                waits = {inflight[k] for k in keys if k in inflight and inflight[k] is not done}
+                for key in keys:
+                    if inflight.get(key) is not done:
+                        inflight[key] = done
+                        claimed.append(key)
+                if waits and scope.reads:
+                    await asyncio.wait(waits)
+                    scope = Scope(state.db)
+                    reply = rerun(scope)
+                    if not scope.ops:
+                        return _finished(reply, state.db.revision)
+                try:
+                    result = await state.db.atxn(scope.compares(), scope.ops)
+                except ConditionFailed:
+                    if not scope.reads:
+                        raise
+                    if aborted is not None and aborted():
+                        return NULL_ARRAY
+                    if attempt > 4:
+                        await asyncio.sleep(min(0.05, 0.001 * attempt))
+                    scope = Scope(state.db)
+                    reply = rerun(scope)
+                    if not scope.ops:
+                        return _finished(reply, state.db.revision)
+                    continue
+                if type(reply) is Later:
+                    return reply.finish(Entries(result.entries, result.revision))
+                return reply
+        finally:
+            done.set_result(None)
+            for key in claimed:
+                if inflight.get(key) is done:
+                    del inflight[key]
+        raise CommandError("the keys this command reads kept changing under it; try again", "BUSY")
+
+    # -- pushes --------------------------------------------------------------------
+
+    def push_message(self, *parts: Any) -> None:
+        self.push(Push(list(parts)))
+
+
+def _finished(reply: Any, revision: int) -> Any:
+    return reply.finish(Entries([], revision)) if type(reply) is Later else reply
+
+
+def _rerun(session: Session, command: Command, args: list[bytes]) -> Callable[[Scope], Any]:
+    return lambda scope: command.handler(session, scope, args)

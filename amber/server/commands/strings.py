@@ -1,0 +1,334 @@
+"""String commands: GET SET MGET MSET INCR APPEND … (see ``values`` for the mapping)."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from .keys import split_key
+from .registry import REGISTRY, CommandError, Later, syntax_error
+from .replies import Simple
+from .values import MISSING, WRONGTYPE, decode_text, to_bytes
+
+command = REGISTRY.command
+OK = Simple("OK")
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+
+
+def parse_int(raw: bytes, what: str = "value is not an integer or out of range") -> int:
+    try:
+        if raw.strip() != raw or raw[:1] == b"+":
+            raise ValueError
+        number = int(raw)
+    except ValueError:
+        raise CommandError(what) from None
+    if not INT_MIN <= number <= INT_MAX:
+        raise CommandError(what)
+    return number
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def expire_ms(option: bytes, raw: bytes, name: str) -> int:
+    """Milliseconds from now for EX/PX/EXAT/PXAT; may be <= 0 for a past time."""
+    number = parse_int(raw)
+    if option in (b"EX", b"PX") and number <= 0:
+        raise CommandError(f"invalid expire time in '{name}' command")
+    if option == b"EX":
+        ms = number * 1000
+    elif option == b"PX":
+        ms = number
+    elif option == b"EXAT":
+        ms = number * 1000 - now_ms()
+    else:
+        ms = number - now_ms()
+    if abs(ms) > 2**62:
+        raise CommandError(f"invalid expire time in '{name}' command")
+    return ms
+
+
+# -- GET / SET ------------------------------------------------------------------
+
+
+@command("GET", 2, "readonly fast", keys=(1, 1, 1), group="string")
+def get(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """Get the value of a key."""
+    table, key = split_key(args[1])
+    value = kv.get(table, key)
+    if value is MISSING:
+        return None
+    return to_bytes(value)
+
+
+@command("SET", -3, "write", keys=(1, 1, 1), group="string")
+def set_(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """Set a key's string value, with NX/XX, expiry, KEEPTTL and GET."""
+    table, key = split_key(args[1])
+    value = decode_text(args[2])
+    if len(args) == 3:
+        kv.put(table, key, value)
+        return OK
+    condition = b""
+    ttl_ms: int | None = None
+    keep_ttl = want_old = expiry_given = False
+    i = 3
+    while i < len(args):
+        option = args[i].upper()
+        if option in (b"NX", b"XX") and not condition:
+            condition = option
+        elif option == b"GET" and not want_old:
+            want_old = True
+        elif option == b"KEEPTTL" and not expiry_given:
+            keep_ttl = expiry_given = True
+        elif option in (b"EX", b"PX", b"EXAT", b"PXAT") and not expiry_given and i + 1 < len(args):
+            i += 1
+            ttl_ms = expire_ms(option, args[i], "set")
+            expiry_given = True
+        else:
+            raise syntax_error()
+        i += 1
+    old = MISSING
+    if condition or want_old:
+        old = kv.get(table, key)
+    if want_old and old is not MISSING and type(old) is not str:
+        raise WRONGTYPE
+    reply: Any = (None if old is MISSING else to_bytes(old)) if want_old else OK
+    if (condition == b"NX" and old is not MISSING) or (condition == b"XX" and old is MISSING):
+        return reply if want_old else None
+    if ttl_ms is not None and ttl_ms <= 0:  # an EXAT/PXAT in the past
+        kv.delete(table, key)
+    else:
+        kv.put(table, key, value, ttl_ms=ttl_ms, keep_ttl=keep_ttl)
+    return reply
+
+
+@command("SETNX", 3, "write fast", keys=(1, 1, 1), group="string")
+def setnx(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """Set a key only if it does not exist; 1 if set."""
+    table, key = split_key(args[1])
+    value = decode_text(args[2])
+    if kv.get(table, key) is not MISSING:
+        return 0
+    kv.put(table, key, value)
+    return 1
+
+
+@command("SETEX", 4, "write", keys=(1, 1, 1), group="string")
+def setex(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """Set a key with an expiry in seconds."""
+    table, key = split_key(args[1])
+    kv.put(table, key, decode_text(args[3]), ttl_ms=expire_ms(b"EX", args[2], "setex"))
+    return OK
+
+
+@command("PSETEX", 4, "write", keys=(1, 1, 1), group="string")
+def psetex(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """Set a key with an expiry in milliseconds."""
+    table, key = split_key(args[1])
+    kv.put(table, key, decode_text(args[3]), ttl_ms=expire_ms(b"PX", args[2], "psetex"))
+    return OK
+
+
+@command("GETSET", 3, "write", keys=(1, 1, 1), group="string")
+def getset(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """Set a key and return its old value."""
+    return set_(session, kv, [b"SET", args[1], args[2], b"GET"])
+
+
+@command("GETDEL", 2, "write fast", keys=(1, 1, 1), group="string")
+def getdel(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """Get a key's value and delete it."""
+    table, key = split_key(args[1])
+    old = kv.get(table, key)
+    if old is MISSING:
+        return None
+    if type(old) is not str:
+        raise WRONGTYPE
+    kv.delete(table, key)
+    return to_bytes(old)
+
+
+@command("MGET", -2, "readonly fast", keys=(1, -1, 1), group="string")
+def mget(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """Get the values of several keys."""
+    out: list[Any] = []
+    for raw in args[1:]:
+        table, key = split_key(raw)
+        value = kv.get(table, key)
+        out.append(None if value is MISSING else to_bytes(value))
+    return out
+
+
+@command("MSET", -3, "write", keys=(1, -1, 2), group="string")
+def mset(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """Set several keys at once (one atomic write)."""
+    if len(args) % 2 == 0:
+        raise CommandError("wrong number of arguments for 'mset' command")
+    for i in range(1, len(args), 2):
+        table, key = split_key(args[i])
+        kv.put(table, key, decode_text(args[i + 1]))
+    return OK
+
+
+@command("MSETNX", -3, "write", keys=(1, -1, 2), group="string")
+def msetnx(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """Set several keys only if none of them exists; 1 if set."""
+    if len(args) % 2 == 0:
+        raise CommandError("wrong number of arguments for 'msetnx' command")
+    pairs = [(split_key(args[i]), decode_text(args[i + 1])) for i in range(1, len(args), 2)]
+    if any(kv.get(t, k) is not MISSING for (t, k), _ in pairs):
+        return 0
+    for (table, key), value in pairs:
+        kv.put(table, key, value)
+    return 1
+
+
+# -- counters and appends --------------------------------------------------------
+
+
+def _number(value: Any) -> tuple[int | float, bool]:
+    """A stored counter's number and whether it is kept as a string."""
+    if value is MISSING:
+        return 0, True
+    if type(value) is str:
+        return parse_int(value.encode()), True
+    if type(value) is int:
+        return value, False
+    raise WRONGTYPE
+
+
+def _incr(kv: Any, raw_key: bytes, delta: int) -> int:
+    table, key = split_key(raw_key)
+    current, as_text = _number(kv.get(table, key))
+    result = int(current) + delta
+    if not INT_MIN <= result <= INT_MAX:
+        raise CommandError("increment or decrement would overflow")
+    kv.put(table, key, str(result) if as_text else result, keep_ttl=True)
+    return result
+
+
+@command("INCR", 2, "write fast", keys=(1, 1, 1), group="string")
+def incr(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """Add 1 to a counter."""
+    return _incr(kv, args[1], 1)
+
+
+@command("DECR", 2, "write fast", keys=(1, 1, 1), group="string")
+def decr(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """Subtract 1 from a counter."""
+    return _incr(kv, args[1], -1)
+
+
+@command("INCRBY", 3, "write fast", keys=(1, 1, 1), group="string")
+def incrby(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """Add an integer to a counter."""
+    return _incr(kv, args[1], parse_int(args[2]))
+
+
+@command("DECRBY", 3, "write fast", keys=(1, 1, 1), group="string")
+def decrby(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """Subtract an integer from a counter."""
+    delta = parse_int(args[2])
+    if delta == INT_MIN:
+        raise CommandError("decrement would overflow")
+    return _incr(kv, args[1], -delta)
+
+
+def _parse_float(text: str) -> float:
+    try:
+        number = float(text)
+    except ValueError:
+        raise CommandError("value is not a valid float") from None
+    if not math.isfinite(number):
+        raise CommandError("value is not a valid float")
+    return number
+
+
+@command("INCRBYFLOAT", 3, "write fast", keys=(1, 1, 1), group="string")
+def incrbyfloat(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """Add a float to a counter."""
+    table, key = split_key(args[1])
+    delta = _parse_float(args[2].decode("ascii", "replace"))
+    current = kv.get(table, key)
+    if current is MISSING or type(current) is str:
+        base = 0.0 if current is MISSING else _parse_float(current)
+        as_text = True
+    elif type(current) in (int, float):
+        base, as_text = float(current), False
+    else:
+        raise WRONGTYPE
+    result = base + delta
+    if not math.isfinite(result):
+        raise CommandError("increment would produce NaN or Infinity")
+    text = repr(result)
+    text = text[:-2] if text.endswith(".0") else text
+    kv.put(table, key, text if as_text else result, keep_ttl=True)
+    return text.encode()
+
+
+@command("APPEND", 3, "write", keys=(1, 1, 1), group="string")
+def append(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """Append to a string; returns its new length in bytes."""
+    table, key = split_key(args[1])
+    current = kv.get(table, key)
+    if current is not MISSING and type(current) is not str:
+        raise WRONGTYPE
+    value = ("" if current is MISSING else current) + decode_text(args[2])
+    kv.put(table, key, value, keep_ttl=True)
+    return len(value.encode())
+
+
+@command("STRLEN", 2, "readonly fast", keys=(1, 1, 1), group="string")
+def strlen(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """The length of a string value in bytes."""
+    table, key = split_key(args[1])
+    value = kv.get(table, key)
+    if value is MISSING:
+        return 0
+    if type(value) is not str:
+        raise WRONGTYPE
+    return len(value.encode())
+
+
+@command("GETRANGE", 4, "readonly", keys=(1, 1, 1), group="string")
+def getrange(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """A substring (by byte offsets, inclusive, negative from the end)."""
+    table, key = split_key(args[1])
+    start, end = parse_int(args[2]), parse_int(args[3])
+    value = kv.get(table, key)
+    if value is MISSING:
+        return b""
+    if type(value) is not str:
+        raise WRONGTYPE
+    data = value.encode()
+    n = len(data)
+    if start < 0:
+        start = max(0, n + start)
+    if end < 0:
+        end = n + end
+    end = min(end, n - 1)
+    if start > end or n == 0:
+        return b""
+    return data[start : end + 1]
+
+
+def _deleted_count(entries: list[Any]) -> int:
+    return sum(1 for entry in entries if entry is not None)
+
+
+@command("DEL", -2, "write", keys=(1, -1, 1), group="keyspace")
+def delete(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """Delete keys; returns how many existed."""
+    for raw in args[1:]:
+        table, key = split_key(raw)
+        kv.delete(table, key)
+    return Later(_deleted_count)
+
+
+@command("UNLINK", -2, "write fast", keys=(1, -1, 1), group="keyspace")
+def unlink(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """Delete keys (same as DEL here); returns how many existed."""
+    return delete(session, kv, args)

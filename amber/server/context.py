@@ -1,0 +1,48 @@
+"""What every front end of one server shares: the database, metrics, health.
+
+The RESP, HTTP and kvtext front ends each get the same ``ServerContext``,
+so a command, an error mapping or a metric is defined once (style: one
+command layer under several protocols).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..database import Database
+from .metrics import Metrics
+
+
+@dataclass
+class ServerContext:
+    """The shared state of one running server."""
+
+    db: Database
+    metrics: Metrics
+    started_at: float = field(default_factory=time.time)
+    #: Extra health sources (front ends, server jobs): name -> callable returning a dict.
+    health_sources: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def for_database(cls, db: Database) -> ServerContext:
+        return cls(db=db, metrics=Metrics(db.stats))
+
+    def health(self) -> dict[str, Any]:
+        """``{"status": "ok"|"degraded", ...}``: degraded when a background job restarts."""
+        stats = self.db.stats()
+        jobs = stats.get("jobs", {})
+        healthy = all(job.get("state") == "running" for job in jobs.values())
+        extra = {name: source() for name, source in self.health_sources.items()}
+        return {
+            "status": "ok"
+            if healthy and all(e.get("ok", True) for e in extra.values())
+            else "degraded",
+            "revision": stats["revision"],
+            "uptime_s": round(time.time() - self.started_at, 3),
+            "durability": stats["durability"],
+            "backend": stats["backend"],
+            "jobs": jobs,
+            **extra,
+        }

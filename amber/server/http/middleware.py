@@ -1,0 +1,136 @@
+"""The ASGI layer around every route: password, body limit, request metrics.
+
+Plain ASGI (not Starlette's ``BaseHTTPMiddleware``), so an event stream
+passes through untouched and a client's disconnect still reaches it.
+
+- **Password**: when the server has one (``requirepass``), every route but
+  ``/health`` needs ``Authorization: Bearer <password>`` (or Basic with any
+  user name and the password) — else ``401`` with ``WWW-Authenticate``.
+- **Body limit**: a body over the database's batch limit is ``413`` — by its
+  ``Content-Length`` before anything is read, or as soon as it streams past.
+- **Metrics**: ``amber_requests{frontend="http",command=<route>}`` and the
+  latency histogram, timed to the response's first byte (an event stream is
+  counted once, when it opens), and ``amber_requests_in_flight``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import time
+from collections.abc import Callable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ...errors import TooLarge
+from ..context import ServerContext
+from .problems import problem
+
+__all__ = ["FrontMiddleware"]
+
+_OPEN_PATHS = frozenset(("/health",))
+
+
+def _authorized(header: bytes | None, password: str) -> bool:
+    if header is None:
+        return False
+    scheme, _, credentials = header.decode("latin-1").strip().partition(" ")
+    scheme = scheme.lower()
+    given = credentials.strip()
+    if scheme == "basic":
+        try:
+            decoded = base64.b64decode(given, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        given = decoded.partition(":")[2]
+    elif scheme != "bearer":
+        return False
+    return hmac.compare_digest(given.encode(), password.encode())
+
+
+class FrontMiddleware:
+    """Password check, body limit and metrics for one app."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        ctx: ServerContext,
+        body_limit: int,
+        password: Callable[[], str] | None = None,
+    ) -> None:
+        self.app = app
+        self.ctx = ctx
+        self.body_limit = body_limit
+        self.password = password
+        self.in_flight = ctx.metrics.in_flight.labels("http")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        secret = self.password() if self.password is not None else ""
+        if (
+            secret
+            and scope["path"] not in _OPEN_PATHS
+            and not _authorized(headers.get(b"authorization"), secret)
+        ):
+            response = problem(
+                401,
+                "unauthorized",
+                "this server needs its password: send Authorization: Bearer <password>",
+                {"WWW-Authenticate": 'Bearer realm="amber"'},
+            )
+            await response(scope, receive, send)
+            self._observe(scope, time.perf_counter(), 401)
+            return
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.body_limit:
+            response = problem(
+                413,
+                "too-large",
+                f"request body is {int(declared)} bytes; the limit is {self.body_limit}",
+            )
+            await response(scope, receive, send)
+            self._observe(scope, time.perf_counter(), 413)
+            return
+        await self._serve(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        received = 0
+        limit = self.body_limit
+        status = 500
+        observed = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise TooLarge(f"request body is over the limit of {limit} bytes")
+            return message
+
+        async def timed_send(message: Message) -> None:
+            nonlocal status, observed
+            if message["type"] == "http.response.start" and not observed:
+                status = message["status"]
+                observed = True
+                self._observe(scope, started, status)
+            await send(message)
+
+        self.in_flight.inc()
+        try:
+            await self.app(scope, limited_receive, timed_send)
+        finally:
+            self.in_flight.dec()
+            if not observed:
+                self._observe(scope, started, status)
+
+    def _observe(self, scope: Scope, started: float, status: int) -> None:
+        route = scope.get("route")
+        command = getattr(route, "name", None) or "unmatched"
+        self.ctx.metrics.observe("http", command, time.perf_counter() - started, status < 400)

@@ -1,0 +1,49 @@
+"""``/health`` and ``/metrics``: what operators and scrapers read."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.responses import Response
+
+from .api import HttpApi
+from .bodies import json_response
+
+__all__ = ["ops_router"]
+
+
+def ops_router(api: HttpApi) -> APIRouter:
+    """The operational routes (never behind the password: see ``middleware``)."""
+    router = APIRouter(tags=["operations"])
+    ctx = api.ctx
+
+    @router.get(
+        "/health",
+        name="health",
+        summary="Health: 200 when every job runs, 503 when degraded or closed",
+        response_model=None,
+        responses={
+            200: {"content": {"application/json": {"schema": {"type": "object"}}}},
+            503: {"content": {"application/json": {"schema": {"type": "object"}}}},
+        },
+    )
+    async def health() -> Response:
+        try:
+            report: dict[str, Any] = ctx.health()
+        except Exception as exc:  # a closed database: unhealthy, not an error page
+            return json_response({"status": "down", "detail": str(exc)}, 503)
+        return json_response(report, 200 if report.get("status") == "ok" else 503)
+
+    @router.get(
+        "/metrics",
+        name="metrics",
+        summary="Prometheus metrics (text exposition format)",
+        response_model=None,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+    )
+    async def metrics() -> Response:
+        return Response(ctx.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return router

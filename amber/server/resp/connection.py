@@ -1,0 +1,325 @@
+"""The asyncio shell around the RESP protocol core: one object per socket.
+
+Everything protocol-shaped lives in :mod:`.protocol` (bytes ↔ commands and
+replies) and everything command-shaped in :mod:`amber.server.commands`; a
+:class:`RespConnection` only moves bytes between them and keeps replies in
+order:
+
+- the commands of one read run back to back and their replies leave in one
+  ``write``; a write's reply waits (in order) for its commit, while the
+  connection goes on submitting further blind writes of the same pipeline,
+  so they share a group commit;
+- a command that must see this connection's writes in flight waits for them
+  (``DRAIN``), the rest of the pipeline behind it;
+- limits: ``max_pipeline`` commands run per turn of the event loop and at
+  most that many replies wait for commits before the connection stops
+  reading; a client that does not read its replies (or its pub/sub
+  messages) is paused, then cut off past ``max_output_bytes``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from ..commands import DRAIN, ServerState, Session
+from ..commands.coalesce import Pending
+from .protocol import ProtocolError, RequestParser, encode_error, encoder_for
+
+__all__ = ["RespConnection", "RespLimits", "RespServer"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RespLimits:
+    """Per-connection limits (the client count and idle timeout are CONFIG settings)."""
+
+    max_request_bytes: int = 64 * 1024 * 1024 + 64 * 1024
+    max_pipeline: int = 1024
+    max_output_bytes: int = 64 * 1024 * 1024
+
+
+class RespConnection(asyncio.Protocol):
+    """One client connection; see the module doc."""
+
+    def __init__(self, server: RespServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.session: Session | None = None
+        self.parser = RequestParser(server.limits.max_request_bytes)
+        self.encode = encoder_for(2)
+        self._protocol = 2
+        #: Replies in order: encoded bytes, or the task of a write still committing.
+        self.replies: deque[Any] = deque()
+        #: A command that waits for this connection's writes in flight.
+        self.held: list[bytes] | None = None
+        self.reading_paused = False
+        self.writing_paused = False
+        self.closed = False
+        self.draining = False
+        self._scheduled = False
+
+    # -- asyncio.Protocol -------------------------------------------------------
+
+    def connection_made(self, transport: Any) -> None:
+        # uvloop's transports are no subclass of asyncio.Transport, but behave as one.
+        self.transport = transport
+        server = self.server
+        state = server.state
+        state.connections_received += 1
+        max_clients = state.config.int("maxclients")
+        if (max_clients and len(state.sessions) >= max_clients) or server.stopping:
+            state.rejected_connections += 1
+            reason = (
+                "server is shutting down" if server.stopping else "max number of clients reached"
+            )
+            transport.write(encode_error(f"ERR {reason}"))
+            transport.close()
+            self.closed = True
+            return
+        peer = transport.get_extra_info("peername")
+        address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
+        self.session = Session(state, peer=address, push=self._push, close=self._kill)
+        server.connections.add(self)
+        state.ctx.metrics.connections.labels("resp").inc()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.session is None:
+            return
+        self.closed = True
+        self.server.connections.discard(self)
+        self.server.state.ctx.metrics.connections.labels("resp").dec()
+        self.session.close()
+        self.server.connection_gone(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed or self.session is None:
+            return
+        try:
+            self.parser.feed(data)
+        except ProtocolError as exc:
+            self._protocol_error(exc)
+            return
+        if not self._scheduled:
+            self._process()
+
+    def eof_received(self) -> bool | None:
+        # Answer what was asked (a pipeline ending in EOF), then close.
+        self.draining = True
+        self._process()
+        return True
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        self._process()
+
+    # -- running commands ------------------------------------------------------------
+
+    def _process(self) -> None:
+        """Run the commands that arrived, in order, until one has to wait."""
+        self._scheduled = False
+        session, transport = self.session, self.transport
+        if session is None or transport is None or self.closed:
+            return
+        parser, replies, limits = self.parser, self.replies, self.server.limits
+        out: list[bytes] = []
+        budget = limits.max_pipeline
+        exhausted = False
+        while not self.writing_paused and not session.closing:
+            args = self.held
+            if args is None:
+                if self.server.stopping:
+                    exhausted = True
+                    break
+                try:
+                    args = parser.next()
+                except ProtocolError as exc:
+                    if out:
+                        transport.write(b"".join(out))
+                    self._protocol_error(exc)
+                    return
+                if args is None:
+                    exhausted = True
+                    break
+            reply = session.execute(args)
+            if reply is DRAIN:
+                self.held = args
+                break
+            self.held = None
+            if session.protocol != self._protocol:
+                self._protocol = session.protocol
+                self.encode = encoder_for(session.protocol)
+            if type(reply) is Pending:
+                replies.append(reply)
+                reply.notify = self._commit_done
+                if len(replies) >= limits.max_pipeline:
+                    self._pause_reading()
+                    break
+            elif isinstance(reply, asyncio.Future):
+                replies.append(reply)
+                reply.add_done_callback(self._commit_done)
+                if len(replies) >= limits.max_pipeline:
+                    self._pause_reading()
+                    break
+            elif replies:
+                replies.append(self.encode(reply))
+            else:
+                out.append(self.encode(reply))
+            budget -= 1
+            if budget <= 0:
+                # Let other clients run; go on with this pipeline in the next turn.
+                self._pause_reading()
+                self._scheduled = True
+                asyncio.get_running_loop().call_soon(self._process)
+                break
+        if out:
+            transport.write(b"".join(out))
+        if replies or self.held is not None or self._scheduled:
+            return  # _commit_done calls back
+        if session.closing or (exhausted and (self.draining or self.server.stopping)):
+            transport.close()
+            self.closed = True
+        elif self.reading_paused and not self.writing_paused:
+            self._resume_reading()
+
+    def _commit_done(self, _future: Any) -> None:
+        replies = self.replies
+        out: list[bytes] = []
+        while replies:
+            head = replies[0]
+            if type(head) is bytes:
+                out.append(replies.popleft())
+                continue
+            if not head.done():
+                break
+            replies.popleft()
+            try:
+                out.append(self.encode(head.result()))
+            except BaseException as exc:  # cancelled at shutdown
+                out.append(encode_error(f"ERR {type(exc).__name__}"))
+        if out and not self.closed and self.transport is not None:
+            self.transport.write(b"".join(out))
+        if not replies and not self._scheduled:
+            self._process()
+
+    # -- out-of-band -------------------------------------------------------------------
+
+    def _push(self, message: Any) -> None:
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        transport.write(self.encode(message))
+        if transport.get_write_buffer_size() > self.server.limits.max_output_bytes:
+            log.warning(
+                "closing client %s: it does not read its messages (over %d bytes queued)",
+                self.session.peer if self.session else "?",
+                self.server.limits.max_output_bytes,
+            )
+            self._kill()
+
+    def _kill(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.abort()
+
+    def _protocol_error(self, exc: ProtocolError) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(encode_error(f"ERR {exc}"))
+            self.transport.close()
+            self.closed = True
+
+    def _pause_reading(self) -> None:
+        if not self.reading_paused and self.transport is not None and not self.closed:
+            self.reading_paused = True
+            with contextlib.suppress(RuntimeError):
+                self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self.reading_paused and self.transport is not None and not self.closed:
+            self.reading_paused = False
+            with contextlib.suppress(RuntimeError):
+                self.transport.resume_reading()
+
+    # -- shutdown ----------------------------------------------------------------------
+
+    def begin_shutdown(self) -> None:
+        """Stop reading; close once the replies already owed are written."""
+        self._pause_reading()
+        if not self.replies and self.held is None and not self._scheduled:
+            self._process()
+
+    @property
+    def idle_since(self) -> float:
+        return self.session.last_active if self.session is not None else time.monotonic()
+
+
+class RespServer:
+    """The RESP front end of one server: its listening socket and connections."""
+
+    def __init__(self, state: ServerState, limits: RespLimits | None = None) -> None:
+        self.state = state
+        self.limits = limits or RespLimits()
+        self.connections: set[RespConnection] = set()
+        self.stopping = False
+        self._server: asyncio.Server | None = None
+        self._reaper: asyncio.TimerHandle | None = None
+        self._all_gone: asyncio.Event | None = None
+
+    async def start(self, host: str, port: int) -> asyncio.Server:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: RespConnection(self), host, port, reuse_address=True, backlog=1024
+        )
+        self._reaper = loop.call_later(1.0, self._reap_idle)
+        return self._server
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    def connection_gone(self, connection: RespConnection) -> None:
+        if self._all_gone is not None and not self.connections:
+            self._all_gone.set()
+
+    def _reap_idle(self) -> None:
+        timeout = self.state.config.int("timeout")
+        if timeout > 0:
+            limit = time.monotonic() - timeout
+            for connection in list(self.connections):
+                session = connection.session
+                if (
+                    session is not None
+                    and not session.subscriptions
+                    and not connection.replies
+                    and connection.idle_since < limit
+                ):
+                    connection._kill()
+        if not self.stopping:
+            self._reaper = asyncio.get_running_loop().call_later(1.0, self._reap_idle)
+
+    async def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop accepting, let connections finish what they started, close them."""
+        self.stopping = True
+        if self._reaper is not None:
+            self._reaper.cancel()
+        if self._server is not None:
+            self._server.close()
+        self._all_gone = asyncio.Event()
+        for connection in list(self.connections):
+            connection.begin_shutdown()
+        if self.connections:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_gone.wait(), timeout)
+        for connection in list(self.connections):
+            connection._kill()

@@ -1,0 +1,333 @@
+"""``amber serve``: one process, one database, three front ends on one event loop.
+
+Start-up opens the database, builds the shared :class:`ServerContext` and
+command state, and starts — each on its own port, 0 meaning "pick a free
+one", -1 "off" —
+
+- RESP (Redis protocol) — :mod:`amber.server.resp`;
+- HTTP/JSON — ``amber.server.http.create_app(ctx)`` served by uvicorn on this
+  same loop;
+- the KV text protocol — ``amber.server.kvtext.start_kvtext(ctx, host, port)``.
+
+Then it prints one line per listener and a last ``ready`` line on stdout::
+
+    listening resp 127.0.0.1:7379
+    listening http 127.0.0.1:7380
+    listening kvtext 127.0.0.1:4040
+    ready
+
+so scripts and tests can read the ports. Writes from every connection go
+through the database's group commit; a reply leaves only once the write is
+as durable as the mode promises.
+
+SIGTERM or SIGINT: stop accepting, let requests in flight finish (up to
+``shutdown_timeout``), flush, close the database, exit 0. A second signal
+exits at once (acknowledged writes are already durable).
+
+Background jobs of the server run under a :class:`~amber.node.supervisor.Supervisor`
+(a crash is logged, restarted with backoff, shown in ``/health`` and
+``INFO amber``): ``keyspace-notifier`` (the database's watch stream turned
+into keyspace notifications) and ``metrics`` (request counts folded into
+Prometheus once a second).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .. import database
+from ..errors import Compacted
+from ..node.supervisor import Supervisor
+from .commands import RuntimeConfig, ServerState
+from .context import ServerContext
+from .resp import RespLimits, RespServer
+from .settings import ServeSettings
+
+__all__ = ["KeyspaceNotifier", "run", "serve"]
+
+log = logging.getLogger("amber.server")
+
+
+class KeyspaceNotifier:
+    """The ``keyspace-notifier`` job: database watch → keyspace notifications.
+
+    Runs on a supervisor thread only while notifications are enabled and
+    someone subscribes; each committed revision is handed to the event loop
+    in one call. After a crash it resumes from the next revision it owes.
+    """
+
+    def __init__(self, state: ServerState, loop: asyncio.AbstractEventLoop) -> None:
+        self.state = state
+        self.loop = loop
+        self.next_revision: int | None = None
+        self.stopping = False
+        self._watch: Any = None
+        self._lock = threading.Lock()
+
+    def run(self) -> None:
+        hub = self.state.pubsub
+        if not hub.keyspace_wanted():
+            self.next_revision = None
+            return
+        db = self.state.db
+        start = self.next_revision or hub.keyspace_from
+        try:
+            watch = db.watch(start_revision=start, prev_value=False, progress_interval=0.2)
+        except Compacted:
+            watch = db.watch(prev_value=False, progress_interval=0.2)
+        with self._lock:
+            if self.stopping:
+                watch.close()
+                return
+            self._watch = watch
+        hub.notifier_active = True
+        try:
+            with watch:
+                for batch in watch.batches():
+                    if batch.events:
+                        self.loop.call_soon_threadsafe(hub.publish_events, batch.events)
+                    self.next_revision = batch.revision + 1
+                    if self.stopping or not hub.keyspace_wanted():
+                        self.next_revision = None
+                        return
+        finally:
+            hub.notifier_active = False
+            with self._lock:
+                self._watch = None
+
+    def stop(self) -> None:
+        with self._lock:
+            self.stopping = True
+            if self._watch is not None:
+                self._watch.close()
+
+
+class _Listeners:
+    """What was started, for the shutdown."""
+
+    def __init__(self) -> None:
+        self.resp: RespServer | None = None
+        self.http: Any = None
+        #: The FastAPI app, so shutdown can end its open watch streams.
+        self.http_app: Any = None
+        self.http_task: asyncio.Task[Any] | None = None
+        self.kvtext: asyncio.Server | None = None
+        self.lines: list[str] = []
+        self.ports: dict[str, int] = {}
+
+
+def _bound_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+async def _start_http(ctx: ServerContext, settings: ServeSettings, listeners: _Listeners) -> None:
+    try:
+        import uvicorn  # noqa: PLC0415  (optional front end)
+
+        from .http import create_app  # noqa: PLC0415
+    except ImportError as exc:
+        print(
+            f"error: the HTTP front end is not available ({exc}); serving without it "
+            "(set http_port = -1 to silence this)",
+            file=sys.stderr,
+            flush=True,
+        )
+        return
+
+    class _EmbeddedServer(uvicorn.Server):
+        """uvicorn on our loop: the process, not uvicorn, handles signals."""
+
+        def install_signal_handlers(self) -> None:
+            pass
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    sock = _bound_socket(settings.bind, settings.http_port)
+    listeners.http_app = create_app(ctx)
+    config = uvicorn.Config(
+        listeners.http_app,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=int(settings.shutdown_timeout),
+    )
+    server = _EmbeddedServer(config)
+    listeners.http = server
+    listeners.http_task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+    for _ in range(500):
+        if server.started or listeners.http_task.done():
+            break
+        await asyncio.sleep(0.01)
+    if listeners.http_task.done():
+        listeners.http_task.result()  # raises what went wrong
+    port = sock.getsockname()[1]
+    listeners.ports["http"] = port
+    listeners.lines.append(f"listening http {settings.bind}:{port}")
+
+
+async def _start_kvtext(ctx: ServerContext, settings: ServeSettings, listeners: _Listeners) -> None:
+    try:
+        from .kvtext import start_kvtext  # noqa: PLC0415  (optional front end)
+    except ImportError as exc:
+        print(
+            f"error: the kvtext front end is not available ({exc}); serving without it "
+            "(set kvtext_port = -1 to silence this)",
+            file=sys.stderr,
+            flush=True,
+        )
+        return
+    server = await start_kvtext(ctx, settings.bind, settings.kvtext_port)
+    listeners.kvtext = server
+    port = server.sockets[0].getsockname()[1]
+    listeners.ports["kvtext"] = port
+    listeners.lines.append(f"listening kvtext {settings.bind}:{port}")
+
+
+async def serve(
+    settings: ServeSettings,
+    *,
+    announce: Callable[[str], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> int:
+    """Run the server until ``stop`` is set or SIGTERM/SIGINT; returns the exit code."""
+    loop = asyncio.get_running_loop()
+    say = announce or (lambda line: print(line, flush=True))
+    db = await loop.run_in_executor(
+        None, lambda: database.open(settings.data, config=settings.database_config())
+    )
+    for note in db.recovery_notes:
+        log.warning("recovery: %s", note)
+    ctx = ServerContext.for_database(db)
+    redis_config = settings.redis_config()
+    state = ServerState(ctx, RuntimeConfig(redis_config))
+    ctx.metrics.registry.register(state.stats.collector())
+    jobs = Supervisor()
+    notifier = KeyspaceNotifier(state, loop)
+    jobs.every("keyspace-notifier", 0.05, notifier.run)
+    jobs.every("metrics", 1.0, lambda: state.stats.flush(ctx))
+    ctx.health_sources["server_jobs"] = lambda: {"ok": jobs.healthy, "jobs": jobs.health()}
+    listeners = _Listeners()
+    state.info_sources.append(
+        lambda: {
+            "server_jobs": jobs.health(),
+            **{f"{k}_port": v for k, v in listeners.ports.items()},
+        }
+    )
+    stop = stop or asyncio.Event()
+    signals = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals
+        signals += 1
+        if signals > 1:
+            print("second signal: exiting now", file=sys.stderr, flush=True)
+            os._exit(1)
+        log.info("%s: shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    installed: list[int] = []
+    if threading.current_thread() is threading.main_thread():
+        for wanted in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(wanted, on_signal, int(wanted))
+                installed.append(int(wanted))
+    try:
+        if settings.port >= 0:
+            resp = RespServer(
+                state,
+                RespLimits(
+                    max_request_bytes=settings.max_request_bytes,
+                    max_pipeline=settings.max_pipeline,
+                ),
+            )
+            await resp.start(settings.bind, settings.port)
+            listeners.resp = resp
+            listeners.ports["resp"] = resp.port
+            state.config.values["port"] = str(resp.port)
+            listeners.lines.append(f"listening resp {settings.bind}:{resp.port}")
+        if settings.http_port >= 0:
+            await _start_http(ctx, settings, listeners)
+        if settings.kvtext_port >= 0:
+            await _start_kvtext(ctx, settings, listeners)
+        for line in listeners.lines:
+            say(line)
+        say("ready")
+        await stop.wait()
+    finally:
+        await _shutdown(settings, listeners, notifier, jobs, state, ctx)
+        for number in installed:
+            loop.remove_signal_handler(number)
+    say("stopped")
+    return 0
+
+
+async def _shutdown(  # noqa: PLR0917
+    settings: ServeSettings,
+    listeners: _Listeners,
+    notifier: KeyspaceNotifier,
+    jobs: Supervisor,
+    state: ServerState,
+    ctx: ServerContext,
+) -> None:
+    loop = asyncio.get_running_loop()
+    if listeners.kvtext is not None:
+        listeners.kvtext.close()
+    if listeners.http is not None:
+        # An open SSE watch would hold uvicorn's graceful shutdown for its
+        # whole timeout: end the streams (clients resume with Last-Event-ID).
+        from .http import close_streams  # noqa: PLC0415  (optional front end)
+
+        close_streams(listeners.http_app)
+        listeners.http.should_exit = True
+    if listeners.resp is not None:
+        await listeners.resp.shutdown(settings.shutdown_timeout)
+    if listeners.http_task is not None:
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(listeners.http_task, settings.shutdown_timeout + 1)
+    if listeners.kvtext is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(listeners.kvtext.wait_closed(), 1.0)
+    notifier.stop()
+    await loop.run_in_executor(None, jobs.stop)
+    state.stats.flush(ctx)
+    await loop.run_in_executor(None, ctx.db.close)
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    try:
+        import uvloop  # noqa: PLC0415  (used when installed)
+    except ImportError:
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
+
+
+def run(settings: ServeSettings) -> int:
+    """Run ``serve`` on uvloop when installed; the process's exit code."""
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # The event loop and the WAL flusher thread share the GIL: after an fsync the
+    # flusher waits for the loop to let go of it, up to the switch interval
+    # (5 ms by default), before it can apply and acknowledge a group.
+    sys.setswitchinterval(0.0005)
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(serve(settings))

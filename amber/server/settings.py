@@ -1,0 +1,194 @@
+"""``amber serve`` settings: one typed object filled from defaults, TOML, env, flags.
+
+Precedence, lowest first: the defaults below, the TOML file
+(``--config amber.toml``, or ``AMBER_CONFIG``), ``AMBER_*`` environment
+variables (``AMBER_PORT=7000``, ``AMBER_REQUIREPASS=…``), then command-line
+flags. Every field can come from each source; names are the field names
+(``http_port`` in TOML — ``http-port`` works too — ``AMBER_HTTP_PORT`` in
+the environment, ``--http-port`` as a flag). A port of 0 picks a free port,
+-1 turns that front end off.
+
+Example ``amber.toml``::
+
+    data = "/var/lib/amber"
+    port = 7379
+    http_port = 7380
+    kvtext_port = -1          # off
+    durability = "always"
+    requirepass = "s3cret"
+    max_clients = 10000
+    idle_timeout = 300
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from ..config import DURABILITY_MODES, Config, Limits
+from ..errors import InvalidArgument
+
+__all__ = ["ServeSettings", "load_settings"]
+
+ENV_PREFIX = "AMBER_"
+
+
+@dataclass(frozen=True, slots=True)
+class ServeSettings:
+    """Everything ``amber serve`` can be told."""
+
+    #: The data folder (or a backend URL such as ``memory://``).
+    data: str = "data"
+    bind: str = "127.0.0.1"
+    #: RESP (Redis protocol) port; 0 picks a free one, -1 turns it off.
+    port: int = 7379
+    http_port: int = 7380
+    kvtext_port: int = 4040
+    durability: str = "always"
+    #: ``interval`` mode: fsync every this many milliseconds.
+    interval_ms: int = 100
+    #: Clients must AUTH with this password (empty: no password).
+    requirepass: str = ""
+    #: Connections beyond this many are refused with an error (0: no limit).
+    max_clients: int = 10_000
+    #: The largest request a client may send, in bytes.
+    max_request_bytes: int = 64 * 1024 * 1024 + 64 * 1024
+    #: The largest value, in bytes once encoded.
+    max_value_bytes: int = 16 * 1024 * 1024
+    #: Commands run per read before other clients get a turn; replies waiting at most.
+    max_pipeline: int = 1024
+    #: Close a client idle this many seconds (0: never; pub/sub clients never).
+    idle_timeout: int = 0
+    #: Redis' ``notify-keyspace-events`` flags (empty: off; ``KEA``: everything).
+    notify_keyspace_events: str = ""
+    #: Seconds to let in-flight requests finish on SIGTERM/SIGINT.
+    shutdown_timeout: float = 10.0
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if self.durability not in DURABILITY_MODES:
+            raise InvalidArgument(
+                f"durability must be one of {', '.join(DURABILITY_MODES)}, not {self.durability!r}"
+            )
+        for name in ("port", "http_port", "kvtext_port"):
+            port = getattr(self, name)
+            if not -1 <= port <= 65535:
+                raise InvalidArgument(f"{name} must be 0-65535 (0: any free port, -1: off)")
+        for name in ("max_clients", "idle_timeout"):
+            if getattr(self, name) < 0:
+                raise InvalidArgument(f"{name} must be >= 0")
+        for name in ("interval_ms", "max_request_bytes", "max_value_bytes", "max_pipeline"):
+            if getattr(self, name) < 1:
+                raise InvalidArgument(f"{name} must be >= 1")
+        if self.log_level.lower() not in ("debug", "info", "warning", "error"):
+            raise InvalidArgument("log_level must be debug, info, warning or error")
+
+    def database_config(self) -> Config:
+        """The embedded database's configuration for these settings."""
+        limits = Limits(
+            max_value_bytes=self.max_value_bytes,
+            max_batch_bytes=max(Limits().max_batch_bytes, self.max_value_bytes),
+        )
+        return Config(
+            durability=self.durability,  # type: ignore[arg-type]
+            interval_ms=self.interval_ms,
+            limits=limits,
+        )
+
+    def redis_config(self) -> dict[str, str]:
+        """What CONFIG GET shows, under Redis' names (redis-benchmark asks for some)."""
+        return {
+            "bind": self.bind,
+            "port": str(self.port),
+            "appendonly": "yes",
+            "appendfsync": {"always": "always", "interval": "everysec", "never": "no"}[
+                self.durability
+            ],
+            "save": "",
+            "databases": "1",
+            "maxclients": str(self.max_clients),
+            "timeout": str(self.idle_timeout),
+            "requirepass": self.requirepass,
+            "notify-keyspace-events": self.notify_keyspace_events,
+            "proto-max-bulk-len": str(self.max_request_bytes),
+            "client-query-buffer-limit": str(self.max_request_bytes),
+            "maxmemory": "0",
+            "maxmemory-policy": "noeviction",
+            "dir": str(Path(self.data).resolve()) if "://" not in self.data else self.data,
+            "amber-durability": self.durability,
+            "amber-http-port": str(self.http_port),
+            "amber-kvtext-port": str(self.kvtext_port),
+        }
+
+
+def _field_types() -> dict[str, Any]:
+    hints = get_type_hints(ServeSettings)
+    return {f.name: hints[f.name] for f in fields(ServeSettings)}
+
+
+def _convert(name: str, value: Any, kind: Any, source: str) -> Any:
+    """``value`` as the field's type, or a clear error naming the source."""
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                return value.strip().lower() in ("1", "true", "yes", "on")
+            return bool(value)
+        if kind is int:
+            if isinstance(value, bool):
+                raise ValueError
+            return int(value)
+        if kind is float:
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise InvalidArgument(
+            f"{source}: {name} must be {getattr(kind, '__name__', kind)}, not {value!r}"
+        ) from None
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    *,
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ServeSettings:
+    """Defaults < TOML file < ``AMBER_*`` environment < ``flags`` (None values skipped)."""
+    environ = os.environ if environ is None else environ
+    types = _field_types()
+    values: dict[str, Any] = {}
+    path = config_file or environ.get(f"{ENV_PREFIX}CONFIG")
+    if path:
+        try:
+            with open(path, "rb") as f:
+                document = tomllib.load(f)
+        except FileNotFoundError:
+            raise InvalidArgument(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidArgument(f"config file {path}: {exc}") from None
+        section = document.get("serve", document)
+        for raw_name, value in section.items():
+            name = raw_name.replace("-", "_")
+            if name == "serve" and isinstance(value, dict):
+                continue
+            if name not in types:
+                raise InvalidArgument(
+                    f"config file {path}: unknown setting {raw_name!r} "
+                    f"(known: {', '.join(sorted(types))})"
+                )
+            values[name] = _convert(name, value, types[name], f"config file {path}")
+    for name, kind in types.items():
+        env_name = f"{ENV_PREFIX}{name.upper()}"
+        if env_name in environ:
+            values[name] = _convert(name, environ[env_name], kind, f"environment {env_name}")
+    for name, value in (flags or {}).items():
+        if value is None:
+            continue
+        if name not in types:
+            raise InvalidArgument(f"unknown setting {name!r}")
+        values[name] = _convert(name, value, types[name], f"--{name.replace('_', '-')}")
+    return dataclasses.replace(ServeSettings(), **values)
