@@ -12,9 +12,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	rm -f $(VENV)/.installed-* && touch $@
 
-## run: open ./data and show the embedded API at work
+## run: serve ./data (Redis protocol, HTTP, KV text); Ctrl-C stops it
 run: $(STAMP)
-	$(PY) -m amber.demo ./data
+	$(VENV)/bin/amber serve --data ./data
 
 ## test: lint, type-check, then the test suite (under 15 minutes)
 test: lint typecheck unit
@@ -32,6 +32,10 @@ unit: $(STAMP)
 ## bench: benchmarks, printed as tables
 bench: $(STAMP)
 	$(PY) bench/embedded.py
+	$(PY) bench/watch.py
+	$(PY) bench/redis_compare.py
+	$(PY) bench/http_load.py
+	$(PY) bench/backends.py
 
 ## soak: the long runs (500 crash cycles, …)
 soak: $(STAMP)
