@@ -286,3 +286,20 @@ def test_snapshot_then_reopen(tmp_path: Path) -> None:
         assert db.revision == revision and len(t) == 149
         assert t["k149"] == {"i": 149} and "k000" not in t
         assert t.entry("k149") is not None
+
+
+def test_closed_databases_are_freed(tmp_path: Path) -> None:
+    """Reopening must not leak: nothing may pin a closed database's store."""
+    import gc
+    import weakref
+
+    with amber.open(tmp_path) as db:
+        db.table("t").put("k", {"v": 1})
+    nodes = []
+    for _ in range(3):
+        reopened = amber.open(tmp_path, jobs=False)
+        nodes.append(weakref.ref(reopened._node))
+        reopened.close()
+        del reopened
+    gc.collect()
+    assert all(node() is None for node in nodes)

@@ -75,8 +75,8 @@ class Node:
     def _replay(self, recovered: Recovered) -> list[str]:
         # Recovery allocates millions of long-lived objects: the cyclic GC
         # would rescan the growing heap again and again (reopen took twice as
-        # long). Pause it, then freeze what was loaded so later collections
-        # skip the store's records.
+        # long). Pause it while loading. (Not gc.freeze(): that is global to
+        # the process and would keep every closed database alive for good.)
         paused = gc.isenabled()
         gc.disable()
         try:
@@ -84,7 +84,6 @@ class Node:
         finally:
             if paused:
                 gc.enable()
-            gc.freeze()
 
     def _load(self, recovered: Recovered) -> list[str]:
         store = self.store
