@@ -127,7 +127,9 @@ class _Listeners:
 
 def _bound_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: plain asyncio sets TCP_NODELAY on accepted
+    # sockets only then (without it every HTTP reply waited ~40 ms for Nagle).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(1024)
@@ -135,7 +137,9 @@ def _bound_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def _start_http(ctx: ServerContext, settings: ServeSettings, listeners: _Listeners) -> None:
+async def _start_http(
+    ctx: ServerContext, settings: ServeSettings, listeners: _Listeners, state: ServerState
+) -> None:
     try:
         import uvicorn  # noqa: PLC0415  (optional front end)
 
@@ -160,7 +164,7 @@ async def _start_http(ctx: ServerContext, settings: ServeSettings, listeners: _L
             yield
 
     sock = _bound_socket(settings.bind, settings.http_port)
-    listeners.http_app = create_app(ctx)
+    listeners.http_app = create_app(ctx, password=lambda: state.password or "")
     config = uvicorn.Config(
         listeners.http_app,
         log_level="warning",
@@ -182,7 +186,9 @@ async def _start_http(ctx: ServerContext, settings: ServeSettings, listeners: _L
     listeners.lines.append(f"listening http {settings.bind}:{port}")
 
 
-async def _start_kvtext(ctx: ServerContext, settings: ServeSettings, listeners: _Listeners) -> None:
+async def _start_kvtext(
+    ctx: ServerContext, settings: ServeSettings, listeners: _Listeners, state: ServerState
+) -> None:
     try:
         from .kvtext import start_kvtext  # noqa: PLC0415  (optional front end)
     except ImportError as exc:
@@ -193,7 +199,9 @@ async def _start_kvtext(ctx: ServerContext, settings: ServeSettings, listeners: 
             flush=True,
         )
         return
-    server = await start_kvtext(ctx, settings.bind, settings.kvtext_port)
+    server = await start_kvtext(
+        ctx, settings.bind, settings.kvtext_port, locked=lambda: bool(state.password)
+    )
     listeners.kvtext = server
     port = server.sockets[0].getsockname()[1]
     listeners.ports["kvtext"] = port
@@ -263,9 +271,9 @@ async def serve(
             state.config.values["port"] = str(resp.port)
             listeners.lines.append(f"listening resp {settings.bind}:{resp.port}")
         if settings.http_port >= 0:
-            await _start_http(ctx, settings, listeners)
+            await _start_http(ctx, settings, listeners, state)
         if settings.kvtext_port >= 0:
-            await _start_kvtext(ctx, settings, listeners)
+            await _start_kvtext(ctx, settings, listeners, state)
         for line in listeners.lines:
             say(line)
         say("ready")

@@ -6,12 +6,14 @@ import json
 import signal
 import socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from conftest import ServerFactory, ServerProcess
 from http_support import SseReader, problem
+
+if TYPE_CHECKING:  # only for annotations: two conftest modules exist
+    from conftest import ServerFactory, ServerProcess
 
 
 def _http(server: ServerProcess) -> httpx.Client:

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import cast
 
 from ..context import ServerContext
@@ -32,6 +33,12 @@ log = logging.getLogger("amber.server.kvtext")
 
 _MAX_QUEUED = 1024
 _CLOSE_POLL = 0.1
+
+
+_LOCKED_REPLY = (
+    b"ERROR the server requires a password and the KV text protocol has no way to give one; "
+    b"use the Redis protocol or HTTP\r\n"
+)
 
 
 class _Connection(asyncio.Protocol):
@@ -69,6 +76,13 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
+            return
+        if self.frontend.locked():
+            # The protocol has no AUTH: with a password set, it must not serve.
+            self.closing = True
+            assert self.transport is not None
+            self.transport.write(_LOCKED_REPLY)
+            self.transport.close()
             return
         self.queue.extend(self.reader.feed(data))
         if len(self.queue) >= _MAX_QUEUED and not self.reading_paused:
@@ -143,9 +157,13 @@ class _Connection(asyncio.Protocol):
 class _KvTextFrontend:
     """The shared state of one KV text listener."""
 
-    def __init__(self, ctx: ServerContext, max_line: int) -> None:
+    def __init__(
+        self, ctx: ServerContext, max_line: int, locked: Callable[[], bool] | None = None
+    ) -> None:
         self.ctx = ctx
         self.max_line = max_line
+        #: True while the server requires a password (the protocol has none).
+        self.locked: Callable[[], bool] = locked or (lambda: False)
         self.buckets = Buckets()
         self.connections: set[_Connection] = set()
         self.closer: asyncio.Task[None] | None = None
@@ -159,15 +177,23 @@ class _KvTextFrontend:
 
 
 async def start_kvtext(
-    ctx: ServerContext, host: str, port: int, *, max_line: int | None = None
+    ctx: ServerContext,
+    host: str,
+    port: int,
+    *,
+    max_line: int | None = None,
+    locked: Callable[[], bool] | None = None,
 ) -> asyncio.Server:
     """Listen for KV text clients on ``host:port`` (0: a free port) on the running loop.
 
     ``max_line`` caps one request line in bytes (default: the largest value
-    plus 4 KiB for the command words). Close the returned server to stop.
+    plus 4 KiB for the command words). While ``locked()`` is true (the server
+    has a password; this protocol has no way to give one) every request is
+    answered with an error and the connection closed. Close the returned
+    server to stop.
     """
     limit = max_line if max_line is not None else ctx.db.config.limits.max_value_bytes + 4096
-    frontend = _KvTextFrontend(ctx, limit)
+    frontend = _KvTextFrontend(ctx, limit, locked)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: _Connection(frontend), host, port)
     # The server holds the factory, the factory the front end, which holds the task.
