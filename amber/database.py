@@ -817,6 +817,9 @@ class Database:
         with self._handles_lock:
             for handle in self._handles.values():
                 handle._rows = _CLOSED_ROWS
+            # Handles point back here: forget them so the closed database is freed
+            # at once (a handle the caller still holds keeps raising Closed).
+            self._handles.clear()
         self._node.close()
 
 

@@ -303,3 +303,22 @@ def test_closed_databases_are_freed(tmp_path: Path) -> None:
         del reopened
     gc.collect()
     assert all(node() is None for node in nodes)
+
+
+def test_a_closed_database_is_freed_without_waiting_for_the_gc(tmp_path: Path) -> None:
+    """No reference cycle may keep a closed store alive until the next full GC pass."""
+    import gc
+    import weakref
+
+    db = amber.open(tmp_path)
+    db.table("t").put("k", 1)
+    store = weakref.ref(db._node.store)
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        db.close()
+        del db
+        assert store() is None
+    finally:
+        if enabled:
+            gc.enable()

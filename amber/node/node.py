@@ -195,3 +195,7 @@ class Node:
         finally:
             self.watch_hub.close()  # after the last publish: watchers get it, then Closed
             self.backend.close()
+            # Break the node <-> pipeline callback cycle so a closed database
+            # (and its whole store) is freed at once, not at the next full GC.
+            self.pipeline.detach()
+            self._listeners.clear()

@@ -181,6 +181,10 @@ class CommitPipeline:
         if self._flusher is not None:
             self._flusher.join(timeout=10)
 
+    def detach(self) -> None:
+        """Drop the publish callback (after close), so nothing keeps its owner alive."""
+        self._on_applied = None
+
     # -- leading ------------------------------------------------------------
 
     def _outcome(self, ticket: Ticket) -> ApplyResult:
