@@ -98,12 +98,18 @@ def _txn_spec(compares: Iterable[Compare], ops: Iterable[Put | Merge | Delete]) 
     for c in compares:
         spec["compares"].append([_wire_key(c.table, c.key), c.target, c.op, c.operand])
     for op in ops:
-        if isinstance(op, Put):
+        if isinstance(op, Put | Merge):
+            if op.ttl_ms is not None and (
+                isinstance(op.ttl_ms, bool) or not isinstance(op.ttl_ms, int) or op.ttl_ms <= 0
+            ):
+                raise errors.InvalidArgument(f"ttl_ms must be a positive int in {op!r}")
+            if isinstance(op, Put) and op.keep_ttl:
+                raise errors.InvalidArgument("a client transaction cannot keep_ttl")
+            body = op.value if isinstance(op, Put) else op.patch
+            wire = ["put" if isinstance(op, Put) else "merge", _wire_key(op.table, op.key), body]
             if op.ttl_ms is not None:
-                raise errors.InvalidArgument("a client transaction cannot set a ttl")
-            spec["ops"].append(["put", _wire_key(op.table, op.key), op.value])
-        elif isinstance(op, Merge):
-            spec["ops"].append(["merge", _wire_key(op.table, op.key), op.patch])
+                wire.append({"ttl_ms": op.ttl_ms})
+            spec["ops"].append(wire)
         elif isinstance(op, Delete):
             spec["ops"].append(["delete", _wire_key(op.table, op.key)])
         else:
@@ -113,9 +119,10 @@ def _txn_spec(compares: Iterable[Compare], ops: Iterable[Put | Merge | Delete]) 
     return _dump(spec)
 
 
-def _put_spec(table: str, key: str, value: Any, if_absent: bool) -> str:
+def _put_spec(table: str, key: str, value: Any, if_absent: bool, ttl_ms: int | None) -> str:
+    """One AMBER.TXN: the TTL rides in the op, so the write is one event."""
     compares = [Compare(table, key, "exists", "=", False)] if if_absent else []
-    return _txn_spec(compares, [Put(table, key, value)])
+    return _txn_spec(compares, [Put(table, key, value, ttl_ms)])
 
 
 _PREFIXED: dict[str, type[errors.AmberError]] = {
@@ -283,20 +290,8 @@ class ClientTable:
         self, key: str, value: Any, *, ttl: float | None = None, if_absent: bool = False
     ) -> int:
         """Set the key; returns the revision (``ConditionFailed`` if ``if_absent`` fails)."""
-        spec = _put_spec(self.name, key, value, if_absent)
-        ttl_ms = _ttl_ms(ttl)
-        if ttl_ms is None:
-            return int(self.client.call("AMBER.TXN", spec))
-        pipe = self.client.redis.pipeline(transaction=True)
-        pipe.execute_command("AMBER.TXN", spec)
-        pipe.execute_command("PEXPIRE", self._k(key), ttl_ms)
-        try:
-            revision, _ = pipe.execute()
-        except ResponseError as exc:
-            raise amber_error(exc) from None
-        if isinstance(revision, ResponseError):
-            raise amber_error(revision)
-        return int(revision)
+        spec = _put_spec(self.name, key, value, if_absent, _ttl_ms(ttl))
+        return int(self.client.call("AMBER.TXN", spec))
 
     def merge(self, key: str, patch: Any) -> Any:
         """RFC 7396 merge ``patch`` into the key (created if absent); returns the new value."""
@@ -527,20 +522,8 @@ class AsyncClientTable:
     async def put(
         self, key: str, value: Any, *, ttl: float | None = None, if_absent: bool = False
     ) -> int:
-        spec = _put_spec(self.name, key, value, if_absent)
-        ttl_ms = _ttl_ms(ttl)
-        if ttl_ms is None:
-            return int(await self.client.call("AMBER.TXN", spec))
-        pipe = self.client.redis.pipeline(transaction=True)
-        pipe.execute_command("AMBER.TXN", spec)
-        pipe.execute_command("PEXPIRE", self._k(key), ttl_ms)
-        try:
-            revision, _ = await pipe.execute()
-        except ResponseError as exc:
-            raise amber_error(exc) from None
-        if isinstance(revision, ResponseError):
-            raise amber_error(revision)
-        return int(revision)
+        spec = _put_spec(self.name, key, value, if_absent, _ttl_ms(ttl))
+        return int(await self.client.call("AMBER.TXN", spec))
 
     async def merge(self, key: str, patch: Any) -> Any:
         pipe = self.client.redis.pipeline(transaction=True)

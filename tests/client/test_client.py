@@ -171,3 +171,22 @@ def test_async_client(amber_server: Any) -> None:
             await w.close()
 
     asyncio.run(main())
+
+
+def test_a_put_with_ttl_is_one_event(amber_server: Any) -> None:
+    with amber.Client(url(amber_server)) as client:
+        t = client.table("ttl1")
+        start = client.revision() + 1
+        rev = t.put("k", {"v": 1}, ttl=100)
+        assert rev == start
+        assert 0 < client.call("PTTL", "ttl1:k") <= 100_000
+        client.txn([], [Put("ttl1", "j", 2, ttl_ms=50_000)])
+        assert 0 < client.call("PTTL", "ttl1:j") <= 50_000
+        w = t.watch(start_revision=start)
+        events = [w.get(timeout=10), w.get(timeout=10)]
+        assert [(e.revision, e.key, e.type) for e in events if e] == [
+            (start, "k", "put"),
+            (start + 1, "j", "put"),
+        ]
+        assert w.get(timeout=0.3) is None  # no second event for the TTL
+        w.close()

@@ -131,16 +131,32 @@ def exec_(session: Any, kv: Any, args: list[bytes]) -> Any:
 _TARGETS = ("mod_revision", "create_revision", "version", "value", "exists")
 
 
+def _op_ttl_ms(op: list[Any]) -> int | None:
+    """The optional ``{"ttl_ms": N}`` that ends a put or merge op."""
+    if len(op) < 4:
+        return None
+    options = op[3]
+    if not isinstance(options, dict) or set(options) - {"ttl_ms"}:
+        raise CommandError(f'op options must be {{"ttl_ms": N}}, not {options!r}')
+    ttl_ms = options.get("ttl_ms")
+    if ttl_ms is None:
+        return None
+    if isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int) or ttl_ms <= 0:
+        raise CommandError(f"ttl_ms must be a positive integer, not {ttl_ms!r}")
+    return ttl_ms
+
+
 @command("AMBER.TXN", 2, "write", group="amber")
 def amber_txn(session: Any, kv: Any, args: list[bytes]) -> Any:
     """An etcd-style transaction as JSON; answers its revision.
 
     ``{"compares": [["users:1", "mod_revision", "=", 5], ...],
     "ops": [["put", "users:1", {...}], ["merge", "users:2", {...}],
-    ["delete", "users:3"]]}``. Compare targets: ``mod_revision``,
-    ``create_revision``, ``version``, ``value``, ``exists``; operators
-    ``= != < <= > >=``. If a compare fails nothing changes and the reply is
-    a ``CONDITION`` error naming it.
+    ["delete", "users:3"]]}``. A put or merge may end with options,
+    ``{"ttl_ms": 1500}``, so a write with a TTL is one op (one event).
+    Compare targets: ``mod_revision``, ``create_revision``, ``version``,
+    ``value``, ``exists``; operators ``= != < <= > >=``. If a compare fails
+    nothing changes and the reply is a ``CONDITION`` error naming it.
     """
     spec = load_json(args[1])
     if not isinstance(spec, dict) or not isinstance(spec.get("ops"), list):
@@ -161,10 +177,10 @@ def amber_txn(session: Any, kv: Any, args: list[bytes]) -> Any:
         if len(op) < 2 or not isinstance(op[1], str):
             raise CommandError(f"op {kind!r} needs a key")
         table, key = split_key(op[1].encode())
-        if kind == "put" and len(op) == 3:
-            kv.put(table, key, op[2])
-        elif kind == "merge" and len(op) == 3:
-            kv.merge(table, key, op[2])
+        if kind == "put" and len(op) in (3, 4):
+            kv.put(table, key, op[2], ttl_ms=_op_ttl_ms(op))
+        elif kind == "merge" and len(op) in (3, 4):
+            kv.merge(table, key, op[2], ttl_ms=_op_ttl_ms(op))
         elif kind in ("delete", "del") and len(op) == 2:
             kv.delete(table, key)
         else:
