@@ -64,6 +64,27 @@ def _wire_key(table: str, key: str) -> str:
     return f"{table}:{key}"
 
 
+def _scan_patterns(table: str, prefix: str | None) -> list[str]:
+    """SCAN MATCH patterns for a table's keys under ``prefix``.
+
+    The server shows keys of the ``default`` table that have no colon bare
+    (``k``, not ``default:k``), so that table needs a second pattern.
+    """
+    patterns = [_glob_escape(_wire_key(table, prefix or "")) + "*"]
+    if table == "default":
+        patterns.append(_glob_escape(prefix or "") + "*")
+    return patterns
+
+
+def _keys_of(table: str, found: list[bytes | str]) -> list[str]:
+    return [key for name, key in map(_split, found) if name == table]
+
+
+def _enough(patterns: list[str], keys: set[str], limit: int | None) -> bool:
+    """Stop early only for one pattern: the server scans it in key order."""
+    return len(patterns) == 1 and limit is not None and len(keys) > limit
+
+
 def _split(raw: bytes | str) -> tuple[str, str]:
     text = raw.decode() if isinstance(raw, bytes) else raw
     table, sep, key = text.partition(":")
@@ -317,14 +338,18 @@ class ClientTable:
         if limit is not None and limit < 0:
             raise errors.InvalidQuery("limit must be >= 0")
         revision = self.client.revision()
-        pattern = _glob_escape(self._k(prefix or "")) + "*"
-        keys: list[str] = []
-        cursor: int | bytes = 0
-        while True:
-            cursor, found = self.client.call("SCAN", cursor, "MATCH", pattern, "COUNT", _SCAN_COUNT)
-            keys += [_split(raw)[1] for raw in found if _split(raw)[0] == self.name]
-            if int(cursor) == 0 or (limit is not None and len(keys) > limit):
-                break
+        patterns = _scan_patterns(self.name, prefix)
+        found_keys: set[str] = set()
+        for pattern in patterns:
+            cursor: int | bytes = 0
+            while True:
+                cursor, found = self.client.call(
+                    "SCAN", cursor, "MATCH", pattern, "COUNT", _SCAN_COUNT
+                )
+                found_keys.update(_keys_of(self.name, found))
+                if int(cursor) == 0 or _enough(patterns, found_keys, limit):
+                    break
+        keys = sorted(found_keys)
         return _page(
             keys, self._mget(keys[: None if limit is None else limit + 1]), limit, revision
         )
@@ -542,16 +567,18 @@ class AsyncClientTable:
         if limit is not None and limit < 0:
             raise errors.InvalidQuery("limit must be >= 0")
         revision = await self.client.revision()
-        pattern = _glob_escape(self._k(prefix or "")) + "*"
-        keys: list[str] = []
-        cursor: int | bytes = 0
-        while True:
-            cursor, found = await self.client.call(
-                "SCAN", cursor, "MATCH", pattern, "COUNT", _SCAN_COUNT
-            )
-            keys += [_split(raw)[1] for raw in found if _split(raw)[0] == self.name]
-            if int(cursor) == 0 or (limit is not None and len(keys) > limit):
-                break
+        patterns = _scan_patterns(self.name, prefix)
+        found_keys: set[str] = set()
+        for pattern in patterns:
+            cursor: int | bytes = 0
+            while True:
+                cursor, found = await self.client.call(
+                    "SCAN", cursor, "MATCH", pattern, "COUNT", _SCAN_COUNT
+                )
+                found_keys.update(_keys_of(self.name, found))
+                if int(cursor) == 0 or _enough(patterns, found_keys, limit):
+                    break
+        keys = sorted(found_keys)
         wanted = keys[: None if limit is None else limit + 1]
         raws: list[Any] = []
         if wanted:

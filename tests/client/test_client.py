@@ -190,3 +190,14 @@ def test_a_put_with_ttl_is_one_event(amber_server: Any) -> None:
         ]
         assert w.get(timeout=0.3) is None  # no second event for the TTL
         w.close()
+
+
+def test_scan_of_the_default_table_sees_bare_and_colon_keys(amber_server: Any) -> None:
+    with amber.Client(url(amber_server)) as client:
+        t = client.table("default")
+        t.put("zz-bare", 1)
+        t.put("zz:with:colons", 2)
+        client.table("zzother").put("zz-bare", 3)  # another table, same key: not included
+        page = t.scan(prefix="zz")
+        assert page.items == [("zz-bare", 1), ("zz:with:colons", 2)]
+        assert t.scan(prefix="zz", limit=1).items == [("zz-bare", 1)]
