@@ -9,8 +9,9 @@
 {'user': 'ada', 'age': 36}
 """
 
+from typing import TYPE_CHECKING, Any
+
 from . import errors
-from .client import AsyncClient, Client
 from .config import Config, Limits
 from .database import (
     Compare,
@@ -61,3 +62,16 @@ __all__ = [
     "open",
     "thaw",
 ]
+
+
+if TYPE_CHECKING:
+    from .client import AsyncClient, Client
+
+
+def __getattr__(name: str) -> Any:
+    """``Client``/``AsyncClient`` load redis-py on first use: embedded users skip it."""
+    if name in ("AsyncClient", "Client"):
+        from . import client  # noqa: PLC0415
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'amber' has no attribute {name!r}")
