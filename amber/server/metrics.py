@@ -3,6 +3,12 @@
 No global registry: several servers (tests start many) live in one process.
 Every front end records through the same ``Metrics`` object, so ``/metrics``
 and ``INFO`` show RESP, HTTP and kvtext side by side.
+
+``amber_connections{frontend}`` counts open client connections (sockets,
+idle keep-alive ones included): RESP and kvtext count theirs as they open
+and close, HTTP reads uvicorn's set of connections at scrape time
+(:meth:`Metrics.count_connections`). Requests being served are
+``amber_requests_in_flight``, a different thing.
 """
 
 from __future__ import annotations
@@ -85,6 +91,10 @@ class Metrics:
         )
         if stats is not None:
             self.registry.register(_DatabaseCollector(stats))
+
+    def count_connections(self, frontend: str, count: Callable[[], int]) -> None:
+        """Let ``count()`` give ``amber_connections{frontend=…}`` at each scrape."""
+        self.connections.labels(frontend).set_function(count)
 
     def observe(self, frontend: str, command: str, seconds: float, ok: bool = True) -> None:
         """Count one request and its latency."""

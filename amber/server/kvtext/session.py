@@ -1,18 +1,24 @@
 """What a KV text request does to the database.
 
-Buckets are Amber tables. Amber creates a table on its first write and has
-no "empty table" of its own, so ``CREATE`` records the bucket in this
-server's :class:`Buckets` until a ``PUT`` makes it a real table: a bucket
-exists when it was created here or when the table exists in the database.
-An empty bucket is therefore not persistent (as in the guide, where buckets
-live in memory); a bucket holding keys is an ordinary, durable table.
+Buckets are Amber tables. A table comes into being with its first write and
+stays (empty, keys deleted or not) until it is dropped, through restarts. So
+``CREATE`` of a bucket that does not exist yet commits one batch that puts
+and deletes :data:`CREATE_MARKER` in the new table: the table then exists,
+holds no key, and is as durable as any write (``OK`` comes once it is). The
+batch's compare (the marker key absent) means ``CREATE`` never deletes a key
+someone stored under that name. Watchers see the batch as a ``put`` and a
+``delete`` of the marker key at one revision.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
-from ...errors import AmberError
+from ...database import Compare
+from ...database import Delete as DeleteOp
+from ...database import Put as PutOp
+from ...errors import AmberError, ConditionFailed
 from ...model import check_table
 from ..context import ServerContext
 from .protocol import (
@@ -32,22 +38,33 @@ from .protocol import (
     reply_value,
 )
 
-__all__ = ["Buckets", "execute", "request_name"]
+__all__ = ["CREATE_MARKER", "Buckets", "execute", "request_name"]
+
+#: The key ``CREATE`` puts and deletes in one batch to bring an empty table into being.
+CREATE_MARKER = ".kvtext-create"
 
 _MISSING: Any = object()
 
 
 class Buckets:
-    """The buckets one server created and that hold no key yet."""
+    """The buckets of one database: its tables, created by ``CREATE`` or any write."""
 
-    def __init__(self) -> None:
-        self._created: set[str] = set()
-
-    def create(self, ctx: ServerContext, name: str) -> None:
-        self._created.add(check_table(name, ctx.db.config.limits))
+    async def create(self, ctx: ServerContext, name: str) -> None:
+        """Make table ``name`` exist, durably; a no-op when it exists."""
+        db = ctx.db
+        name = check_table(name, db.config.limits)
+        if name in db.tables():
+            return
+        marker = CREATE_MARKER
+        # A failed compare: someone stored the marker key meanwhile, so the table exists.
+        with contextlib.suppress(ConditionFailed):
+            await db.atxn(
+                [Compare(name, marker, "exists", "=", False)],
+                [PutOp(name, marker, None), DeleteOp(name, marker)],
+            )
 
     def exists(self, ctx: ServerContext, name: str) -> bool:
-        return name in self._created or name in ctx.db.tables()
+        return name in ctx.db.tables()
 
 
 def request_name(request: Request) -> str:
@@ -89,7 +106,7 @@ async def execute(ctx: ServerContext, buckets: Buckets, request: Request) -> tup
                 await ctx.db.table(bucket).adelete(key)
                 return OK, True
             case Create(bucket):
-                buckets.create(ctx, bucket)
+                await buckets.create(ctx, bucket)
                 return OK, True
             case Unknown():
                 return UNKNOWN_COMMAND, False
