@@ -26,8 +26,10 @@ from .database import (
     Transaction,
     TxnResult,
     open,
+    open_cluster,
 )
 from .model import FrozenDict, FrozenList, diff, merge_patch, new_id, thaw
+from .replication.config import ClusterConfig
 from .watch import Event, EventBatch, Progress, Watch
 
 __version__ = "0.1.0"
@@ -35,6 +37,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncClient",
     "Client",
+    "ClusterConfig",
     "Compare",
     "Config",
     "Database",
@@ -60,6 +63,7 @@ __all__ = [
     "merge_patch",
     "new_id",
     "open",
+    "open_cluster",
     "thaw",
 ]
 

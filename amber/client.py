@@ -151,6 +151,8 @@ _PREFIXED: dict[str, type[errors.AmberError]] = {
     "CLOSED": errors.Closed,
     "LOCKED": errors.Locked,
     "IOERR": errors.StorageFailed,
+    "TRYAGAIN": errors.Unavailable,
+    "UNKNOWN": errors.UnknownOutcome,
 }
 
 

@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, overload
+from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
 from .config import Config
 from .errors import Closed, InvalidArgument, InvalidName, NotFound, TooLarge
@@ -50,6 +50,9 @@ from .store.batch import (
 )
 from .store.state import ApplyResult, Record, StoreImage, TableState
 from .watch import Event, Progress, Watch, open_watch
+
+if TYPE_CHECKING:
+    from .replication.config import ClusterConfig
 
 _MISSING: Any = object()
 _PAGE = 1000
@@ -510,6 +513,50 @@ class Database:
         """The revision of the last committed change (0 for a new database)."""
         return self._node.store.revision
 
+    def barrier(self) -> None:
+        """Make the next reads linearizable: wait until every write committed before now is visible.
+
+        Reads on a handle are local and never wait. Alone that is already
+        linearizable; in a cluster, a replica may trail the leader, and this
+        waits for a Raft log barrier (one round trip, shared by concurrent
+        callers). The servers call it before every read unless a client asks
+        for stale reads.
+        """
+        self._check_open()
+        self._node.read_barrier()
+
+    async def abarrier(self) -> None:
+        """``barrier`` for asyncio."""
+        self._check_open()
+        await self._node.aread_barrier()
+
+    def cluster_status(self) -> dict[str, Any] | None:
+        """Members, leader, term, commit/applied index, lag; None when not in a cluster."""
+        self._check_open()
+        return self._node.cluster_status()
+
+    def cluster_change(self, action: str, *args: str) -> None:
+        """``add`` (id, host:port), ``remove`` (id or host:port) or ``transfer`` ([id]) a member.
+
+        Blocks until the cluster confirms (``UnknownOutcome`` after the timeout).
+        """
+        self._check_open()
+        node = self._node
+        status = node.cluster_status()
+        if status is None:
+            raise InvalidArgument("this database is not a cluster member")
+        actions: dict[str, tuple[Callable[..., None], range]] = {
+            "add": (node.add_member, range(2, 3)),  # type: ignore[attr-defined]
+            "remove": (node.remove_member, range(1, 2)),  # type: ignore[attr-defined]
+            "transfer": (node.transfer_leadership, range(2)),  # type: ignore[attr-defined]
+        }
+        if action not in actions:
+            raise InvalidArgument(f"cluster change is add, remove or transfer, not {action!r}")
+        call, counts = actions[action]
+        if len(args) not in counts:
+            raise InvalidArgument(f"wrong number of arguments for cluster {action}")
+        call(*args)
+
     @property
     def recovery_notes(self) -> list[str]:
         """What recovery repaired at open (a truncated torn tail, …)."""
@@ -947,6 +994,28 @@ def open(
     return Database(Node(backend, config, jobs=jobs))
 
 
+def open_cluster(
+    folder: str | os.PathLike[str],
+    cluster: ClusterConfig,
+    *,
+    config: Config | None = None,
+    jobs: bool = True,
+    **settings: Any,
+) -> Database:
+    """Open this process's member of a Raft cluster, its data in ``folder``.
+
+    Writes return once a majority holds them durably and they are applied
+    here. Handle reads are this replica's state: call ``db.barrier()``
+    first for a linearizable read. See :mod:`amber.replication.cluster`.
+    """
+    from .replication.cluster import ClusterNode  # noqa: PLC0415 (PySyncObj: clusters only)
+
+    config = config or Config()
+    if settings:
+        config = config.replace(**settings)
+    return Database(ClusterNode(folder, config, cluster, jobs=jobs))
+
+
 __all__ = [
     "Compare",
     "Database",
@@ -961,4 +1030,5 @@ __all__ = [
     "Transaction",
     "TxnResult",
     "open",
+    "open_cluster",
 ]

@@ -17,7 +17,9 @@ errors (``OSError``, ``msgpack`` errors) are translated at the boundary with
     ├── Corrupted                        a persistent file is damaged; .file, .offset
     ├── StorageFailed                    the disk failed a write/fsync; writes stop
     ├── Compacted                        a watch asked for history no longer kept
-    └── Lagged                           a watcher fell too far behind and was cut off
+    ├── Lagged                           a watcher fell too far behind and was cut off
+    ├── Unavailable                      no cluster leader or quorum: not applied, retry
+    └── UnknownOutcome                   the cluster lost track of a write: it may or may not apply
 
 Messages say what was wrong, where (table, key, file, offset) and what to do.
 """
@@ -39,6 +41,8 @@ __all__ = [
     "NotFound",
     "StorageFailed",
     "TooLarge",
+    "Unavailable",
+    "UnknownOutcome",
 ]
 
 
@@ -158,3 +162,18 @@ class Lagged(AmberError):
             f"resume with start_revision={last_revision + 1}"
         )
         self.last_revision = last_revision
+
+
+class Unavailable(AmberError):
+    """The cluster cannot take the request now (no leader, no quorum, queue full).
+
+    The write was certainly not applied: retrying is safe.
+    """
+
+
+class UnknownOutcome(AmberError):
+    """A cluster write whose fate is unknown: it may have been applied, or may still be.
+
+    Raised when the leader changed or the wait timed out after the write left
+    this node. Read the key before retrying a write that is not idempotent.
+    """

@@ -5,6 +5,7 @@ from __future__ import annotations
 from . import (
     backup,  # noqa: F401  (registers its commands)
     check,  # noqa: F401  (registers its commands)
+    cluster,  # noqa: F401  (registers its commands)
     data,  # noqa: F401  (registers its commands)
     serve,  # noqa: F401  (registers its commands)
 )

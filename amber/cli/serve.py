@@ -39,6 +39,26 @@ def serve(  # noqa: PLR0917  (typer maps each option to a parameter)
     idle_timeout: Annotated[
         int | None, typer.Option(help="Close clients idle this many seconds (0: never).")
     ] = None,
+    node_id: Annotated[
+        str | None, typer.Option(help="Cluster mode: this node's id (e.g. n1).")
+    ] = None,
+    raft_port: Annotated[
+        int | None, typer.Option(help="Cluster mode: the Raft port (on --bind).")
+    ] = None,
+    peers: Annotated[
+        str | None, typer.Option(help="Cluster mode: the other members, n2=host:port,n3=...")
+    ] = None,
+    cluster_secret_file: Annotated[
+        Path | None,
+        typer.Option(help="Cluster mode: a file holding the secret that encrypts Raft traffic."),
+    ] = None,
+    insecure_cluster: Annotated[
+        bool | None,
+        typer.Option(
+            "--insecure-cluster",
+            help="Cluster mode without a secret: Raft traffic unencrypted and unauthenticated.",
+        ),
+    ] = None,
     config: Annotated[
         Path | None, typer.Option("--config", help="A TOML file with any of these settings.")
     ] = None,
@@ -50,6 +70,10 @@ def serve(  # noqa: PLR0917  (typer maps each option to a parameter)
     environment variables (AMBER_PORT, AMBER_REQUIREPASS, ...); flags win,
     then the environment, then the file. Prints one "listening <frontend>
     <host>:<port>" line per front end, then "ready".
+
+    With --node-id, --raft-port and --peers the node joins a Raft cluster:
+    writes go through the leader and are acknowledged once a majority holds
+    them durably; reads are linearizable unless a client asks for stale ones.
     """
     # Imported here so that `amber --help` stays fast.
     from amber.server.server import run  # noqa: PLC0415
@@ -66,6 +90,11 @@ def serve(  # noqa: PLR0917  (typer maps each option to a parameter)
         "max_clients": max_clients,
         "idle_timeout": idle_timeout,
         "log_level": log_level,
+        "node_id": node_id,
+        "raft_port": raft_port,
+        "peers": peers,
+        "cluster_secret_file": None if cluster_secret_file is None else str(cluster_secret_file),
+        "insecure_cluster": insecure_cluster,
     }
     try:
         settings = load_settings(flags, config_file=config)

@@ -129,6 +129,20 @@ class Node:
         """``commit`` for asyncio: the event loop never waits on an fsync."""
         return await self.pipeline.wait_async(self.submit(batch, body))
 
+    def read_barrier(self) -> None:
+        """Wait until every write committed before the call is visible here.
+
+        Alone, a node applies a write before acknowledging it, so there is
+        nothing to wait for; a cluster node waits for a Raft log barrier.
+        """
+
+    async def aread_barrier(self) -> None:
+        """``read_barrier`` for asyncio."""
+
+    def cluster_status(self) -> dict[str, Any] | None:
+        """Raft membership and progress; None for a node that is not in a cluster."""
+        return None
+
     def add_listener(self, listener: Callable[[ApplyResult], None]) -> None:
         """Call ``listener`` with every applied batch, in order (on the applying thread)."""
         self._listeners.append(listener)

@@ -36,6 +36,7 @@ __all__ = [
     "parse_snapshot_name",
     "read_chunks",
     "snapshot_name",
+    "write_chunk_file",
     "write_snapshot_file",
 ]
 
@@ -70,9 +71,20 @@ def write_snapshot_file(
     """
     path = os.path.join(folder, snapshot_name(last_seq))
     tmp = path + TMP_SUFFIX
-    if files.exists(tmp):
-        files.remove(tmp)
-    out = files.create_exclusive(tmp)
+    size = write_chunk_file(files, tmp, last_seq, chunks)
+    files.rename(tmp, path)
+    files.fsync_dir(folder)
+    return size
+
+
+def write_chunk_file(files: FileLayer, path: str, last_seq: int, chunks: Iterable[bytes]) -> int:
+    """Write a snapshot-format file at ``path`` and fsync it (no rename); return its size.
+
+    The caller renames it into place. On any error the file is removed.
+    """
+    if files.exists(path):
+        files.remove(path)
+    out = files.create_exclusive(path)
     try:
         buf = bytearray(encode_file_header(MAGIC, VERSION, last_seq))
         count = 0
@@ -93,11 +105,9 @@ def write_snapshot_file(
     except BaseException:
         out.close()
         with contextlib.suppress(OSError):  # the first error is the one to report
-            files.remove(tmp)
+            files.remove(path)
         raise
     out.close()
-    files.rename(tmp, path)
-    files.fsync_dir(folder)
     return size
 
 
@@ -112,7 +122,7 @@ def _read_exact(reader: ReadFile, size: int) -> bytes:
 
 
 def read_chunks(
-    files: FileLayer, path: str, last_seq: int, hint: str = ""
+    files: FileLayer, path: str, last_seq: int | None, hint: str = ""
 ) -> Generator[bytes, None, None]:
     """Yield the chunks of a snapshot lazily, verifying every frame.
 
@@ -128,7 +138,7 @@ def read_chunks(
         version, seq = head
         if version != VERSION:
             raise Corrupted(f"unsupported snapshot format version {version}{hint}", path, 8)
-        if seq != last_seq:
+        if last_seq is not None and seq != last_seq:
             raise Corrupted(f"snapshot header says seq {seq}, its name {last_seq}{hint}", path, 12)
         offset = FILE_HEADER_SIZE
         count = 0

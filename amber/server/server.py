@@ -21,8 +21,10 @@ through the database's group commit; a reply leaves only once the write is
 as durable as the mode promises.
 
 SIGTERM or SIGINT: stop accepting, let requests in flight finish (up to
-``shutdown_timeout``), flush, close the database, exit 0. A second signal
-exits at once (acknowledged writes are already durable).
+``shutdown_timeout``) and snapshots being written (SAVE, BGSAVE) end, flush,
+close the database, exit 0. A second signal exits at once with status 128 +
+the signal's number, as a process killed by it (143 for SIGTERM, 130 for
+SIGINT); with durability ``always`` every acknowledged write is durable then.
 
 Background jobs of the server run under a :class:`~amber.node.supervisor.Supervisor`
 (a crash is logged, restarted with backoff, shown in ``/health`` and
@@ -48,6 +50,7 @@ from .. import database
 from ..errors import Compacted
 from ..node.supervisor import Supervisor
 from .commands import RuntimeConfig, ServerState
+from .commands.admin import snapshots_of
 from .context import ServerContext
 from .resp import RespLimits, RespServer
 from .settings import ServeSettings
@@ -174,6 +177,9 @@ async def _start_http(
     )
     server = _EmbeddedServer(config)
     listeners.http = server
+    # uvicorn keeps its open connections (keep-alive ones too) in one set.
+    open_connections = server.server_state.connections
+    ctx.metrics.count_connections("http", lambda: len(open_connections))
     listeners.http_task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
     for _ in range(500):
         if server.started or listeners.http_task.done():
@@ -208,6 +214,15 @@ async def _start_kvtext(
     listeners.lines.append(f"listening kvtext {settings.bind}:{port}")
 
 
+def _open_database(settings: ServeSettings) -> database.Database:
+    """The data folder alone, or as a member of a Raft cluster."""
+    if settings.clustered:
+        return database.open_cluster(
+            settings.data, settings.cluster_config(), config=settings.database_config()
+        )
+    return database.open(settings.data, config=settings.database_config())
+
+
 async def serve(
     settings: ServeSettings,
     *,
@@ -217,14 +232,13 @@ async def serve(
     """Run the server until ``stop`` is set or SIGTERM/SIGINT; returns the exit code."""
     loop = asyncio.get_running_loop()
     say = announce or (lambda line: print(line, flush=True))
-    db = await loop.run_in_executor(
-        None, lambda: database.open(settings.data, config=settings.database_config())
-    )
+    db = await loop.run_in_executor(None, lambda: _open_database(settings))
     for note in db.recovery_notes:
         log.warning("recovery: %s", note)
     ctx = ServerContext.for_database(db)
     redis_config = settings.redis_config()
     state = ServerState(ctx, RuntimeConfig(redis_config))
+    snapshots_of(state)  # counts changes since the start for INFO persistence
     ctx.metrics.registry.register(state.stats.collector())
     jobs = Supervisor()
     notifier = KeyspaceNotifier(state, loop)
@@ -245,8 +259,10 @@ async def serve(
         nonlocal signals
         signals += 1
         if signals > 1:
+            # At once: no waiting for requests, no flush. With durability
+            # "always" every acknowledged write is on disk already.
             print("second signal: exiting now", file=sys.stderr, flush=True)
-            os._exit(1)
+            os._exit(128 + signum)
         log.info("%s: shutting down", signal.Signals(signum).name)
         stop.set()
 
@@ -312,6 +328,8 @@ async def _shutdown(  # noqa: PLR0917
     if listeners.kvtext is not None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(listeners.kvtext.wait_closed(), 1.0)
+    # A snapshot's worker thread cannot be cancelled: let it finish before closing.
+    await snapshots_of(state).wait_idle()
     notifier.stop()
     await loop.run_in_executor(None, jobs.stop)
     state.stats.flush(ctx)

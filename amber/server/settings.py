@@ -32,6 +32,7 @@ from typing import Any, get_type_hints
 
 from ..config import DURABILITY_MODES, Config, Limits
 from ..errors import InvalidArgument
+from ..replication.config import ClusterConfig, parse_peers
 
 __all__ = ["ServeSettings", "load_settings"]
 
@@ -69,6 +70,18 @@ class ServeSettings:
     #: Seconds to let in-flight requests finish on SIGTERM/SIGINT.
     shutdown_timeout: float = 10.0
     log_level: str = "info"
+    #: Cluster mode (all four below, or none): this node's id, ...
+    node_id: str = ""
+    #: ... its Raft port on ``bind`` ...
+    raft_port: int = 0
+    #: ... the other members, ``n2=host:port,n3=host:port`` ...
+    peers: str = ""
+    #: ... and a file holding the secret that encrypts and authenticates Raft traffic.
+    cluster_secret_file: str = ""
+    #: Run a cluster without a secret (unencrypted, unauthenticated Raft traffic).
+    insecure_cluster: bool = False
+    #: A cluster write or read that cannot finish within this many seconds fails.
+    cluster_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         if self.durability not in DURABILITY_MODES:
@@ -85,8 +98,37 @@ class ServeSettings:
         for name in ("interval_ms", "max_request_bytes", "max_value_bytes", "max_pipeline"):
             if getattr(self, name) < 1:
                 raise InvalidArgument(f"{name} must be >= 1")
+        if (self.peers or self.raft_port or self.cluster_secret_file) and not self.node_id:
+            raise InvalidArgument("--peers, --raft-port and --cluster-secret-file need --node-id")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise InvalidArgument("log_level must be debug, info, warning or error")
+
+    @property
+    def clustered(self) -> bool:
+        return bool(self.node_id)
+
+    def cluster_config(self) -> ClusterConfig:
+        """The Raft membership for these settings (cluster mode only)."""
+        if not 0 < self.raft_port <= 65535:
+            raise InvalidArgument("cluster mode needs --raft-port (1-65535)")
+        secret = None
+        if self.cluster_secret_file:
+            try:
+                secret = Path(self.cluster_secret_file).read_text().strip()
+            except OSError as exc:
+                raise InvalidArgument(
+                    f"cannot read the cluster secret file {self.cluster_secret_file}: {exc}"
+                ) from None
+            if not secret:
+                raise InvalidArgument(f"cluster secret file {self.cluster_secret_file} is empty")
+        return ClusterConfig(
+            node_id=self.node_id,
+            raft_address=f"{self.bind}:{self.raft_port}",
+            peers=parse_peers(self.peers),
+            secret=secret,
+            insecure=self.insecure_cluster,
+            timeout_s=self.cluster_timeout,
+        )
 
     def database_config(self) -> Config:
         """The embedded database's configuration for these settings."""

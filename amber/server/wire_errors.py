@@ -37,6 +37,9 @@ _TABLE: tuple[tuple[type[errors.AmberError], WireError], ...] = (
     (errors.Locked, WireError("LOCKED", 503, "locked")),
     (errors.StorageFailed, WireError("IOERR", 503, "storage-failed")),
     (errors.Corrupted, WireError("CORRUPTED", 500, "corrupted")),
+    # Redis Cluster answers TRYAGAIN for "not now, retry"; the outcome code is Amber's.
+    (errors.Unavailable, WireError("TRYAGAIN", 503, "unavailable")),
+    (errors.UnknownOutcome, WireError("UNKNOWN", 504, "unknown-outcome")),
 )
 _DEFAULT = WireError("ERR", 500, "internal")
 

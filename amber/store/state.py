@@ -541,6 +541,22 @@ class Store:
             self.table_state(name).keys = SortedList(keys)
         self._rebuild_expiry()
 
+    def reset(self) -> None:
+        """Empty the store in place; the caller holds the lock.
+
+        Before a replica installs a leader's snapshot. Table handles keep
+        their ``TableState`` objects, so those are emptied, not replaced.
+        """
+        for state in self._tables.values():
+            state.rows.clear()
+            state.keys = SortedList()
+            state.exists = False
+            state.ttl_keys = 0
+        self.revision = 0
+        self.applied_seq = 0
+        self._expiry = []
+        self._ttl_records = 0
+
 
 def _failed(compare: Compare) -> ConditionFailed:
     return ConditionFailed(

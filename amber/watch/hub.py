@@ -29,7 +29,7 @@ import threading
 from collections.abc import Iterator
 
 from ..config import Config
-from ..errors import Closed, Compacted
+from ..errors import Closed, Compacted, Lagged
 from ..store.state import ApplyResult, Change
 from .dispatch import Dispatcher
 from .event import Event, event_of
@@ -338,6 +338,27 @@ class WatchHub:
         if note is not None:
             log.warning("recovery: %s", note)
         return note
+
+    def reinstall(self, revision: int) -> None:
+        """Restart at a snapshot installed over the live state (a replica far behind).
+
+        Every watch ends with ``Lagged`` at the last revision it could have
+        seen: the revisions between that and the snapshot were never applied
+        here, so resuming gives ``Compacted`` unless the snapshot's history
+        covers them. The history restarts from the diverted chunks.
+        """
+        with self._lock:
+            last = self._history.revision
+            watchers = list(self._everywhere)
+            for index in self._tables.values():
+                for bucket in (*index.keys.values(), *index.prefixes.values()):
+                    watchers.extend(bucket)
+            self._everywhere.clear()
+            self._tables.clear()
+            self._watchers = 0
+        for watcher in watchers:
+            watcher.end(Lagged(last))
+        self.restore(revision)
 
     def image_chunks(self, upto: int) -> Iterator[bytes]:
         """Snapshot chunks of the history up to revision ``upto`` (sliced now).

@@ -6,7 +6,15 @@ per client, and calls ``session.execute(args)``. Importing this package
 registers every command.
 """
 
-from . import admin, documents, keyspace, pubsub, strings, transactions  # noqa: F401
+from . import (  # noqa: F401  (importing registers the commands)
+    admin,
+    cluster,
+    documents,
+    keyspace,
+    pubsub,
+    strings,
+    transactions,
+)
 from .keys import join_key, split_key
 from .registry import REGISTRY, Command, CommandError, Later
 from .scope import DirectReads, MustDrain, Scope

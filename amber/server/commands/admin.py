@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import platform
 import resource
 import secrets
 import sys
 import time
+import weakref
 from typing import Any
 
 from ...backup import backup
@@ -17,6 +19,7 @@ from .session import error_reply
 from .state import AMBER_VERSION, REDIS_VERSION
 from .strings import parse_int
 
+log = logging.getLogger(__name__)
 command = REGISTRY.command
 OK = Simple("OK")
 _RUN_ID = secrets.token_hex(20)
@@ -319,8 +322,7 @@ def info_sections(state: Any) -> dict[str, dict[str, Any]]:
             "async_loading": 0,
             "aof_enabled": 1,
             "aof_rewrite_in_progress": 0,
-            "rdb_bgsave_in_progress": 0,
-            "rdb_changes_since_last_save": 0,
+            **snapshots_of(state).info(),
             "amber_durability": durability,
             "amber_appendfsync": _APPENDFSYNC.get(durability, durability),
             "amber_backend": stats["backend"],
@@ -338,13 +340,7 @@ def info_sections(state: Any) -> dict[str, dict[str, Any]]:
             "pubsub_patterns": len(state.pubsub.patterns),
             "keyspace_notifications": state.config.values.get("notify-keyspace-events", ""),
         },
-        "replication": {
-            "role": "master",
-            "connected_slaves": 0,
-            "master_failover_state": "no-failover",
-            "master_replid": _RUN_ID,
-            "master_repl_offset": stats["revision"],
-        },
+        "replication": _replication(stats),
         "cpu": {
             "used_cpu_sys": round(usage.ru_stime, 6),
             "used_cpu_user": round(usage.ru_utime, 6),
@@ -381,6 +377,37 @@ _DEFAULT_SECTIONS = (
 )  # fmt: skip
 
 
+def _replication(stats: dict[str, Any]) -> dict[str, Any]:
+    """Redis' replication fields; in a cluster, the Raft view as ``amber_cluster_*`` too."""
+    cluster = stats.get("cluster")
+    if cluster is None:
+        return {
+            "role": "master",
+            "connected_slaves": 0,
+            "master_failover_state": "no-failover",
+            "master_replid": _RUN_ID,
+            "master_repl_offset": stats["revision"],
+        }
+    leader = cluster["state"] == "leader"
+    others = [m for m in cluster["members"] if not m["self"]]
+    return {
+        "role": "master" if leader else "slave",
+        "connected_slaves": sum(1 for m in others if m["connected"]) if leader else 0,
+        "master_failover_state": "no-failover",
+        "master_repl_offset": cluster["commit_index"],
+        "amber_cluster_node_id": cluster["node_id"],
+        "amber_cluster_state": cluster["state"],
+        "amber_cluster_leader": cluster["leader"] or "",
+        "amber_cluster_term": cluster["term"],
+        "amber_cluster_commit_index": cluster["commit_index"],
+        "amber_cluster_applied_index": cluster["applied_index"],
+        "amber_cluster_lag": cluster["lag"],
+        "amber_cluster_members": len(cluster["members"]),
+        "amber_cluster_has_quorum": int(cluster["has_quorum"]),
+        "amber_cluster_healthy": int(cluster["healthy"]),
+    }
+
+
 def _job_line(job: dict[str, Any]) -> str:
     error = str(job.get("last_error") or "").replace(",", ";").replace("\n", " ")
     return (
@@ -403,24 +430,157 @@ def info(session: Any, kv: Any, args: list[bytes]) -> Any:
     return Verbatim("\r\n".join(_section(n.capitalize(), sections[n]) for n in names))
 
 
+# -- snapshots: SAVE, BGSAVE, LASTSAVE ---------------------------------------------------
+
+
+class Snapshots:
+    """The snapshots one server writes on request (SAVE, BGSAVE), for INFO persistence.
+
+    Each runs ``Database.snapshot`` on a worker thread, so the event loop keeps
+    serving every client meanwhile; the database writes one snapshot at a time.
+    Touched from the event loop only.
+    """
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        #: Every snapshot task (SAVE and BGSAVE) not finished yet.
+        self.running: set[asyncio.Task[Any]] = set()
+        #: The BGSAVE in progress, and whether BGSAVE SCHEDULE asked for one after it.
+        self.background: asyncio.Task[None] | None = None
+        self.scheduled = False
+        self.background_started = 0.0
+        #: Like Redis: the start counts as a save (the data on disk was just loaded).
+        self.last_save_time = int(time.time())
+        self.revision_at_save = db.revision
+        self.last_background_ok = True
+        self.last_background_seconds = -1
+        self.saves = 0
+
+    async def save(self) -> None:
+        """Write a snapshot on a worker thread; raises what went wrong."""
+        revision = self.db.revision  # the snapshot covers at least this
+        await asyncio.to_thread(self.db.snapshot)
+        self.saves += 1
+        self.last_save_time = int(time.time())
+        self.revision_at_save = max(self.revision_at_save, revision)
+
+    def track(self, job: Any) -> asyncio.Task[Any]:
+        """Run ``job`` (a coroutine) as a task that shutdown waits for."""
+        task = asyncio.get_running_loop().create_task(job)
+        self.running.add(task)
+        task.add_done_callback(self.running.discard)
+        return task
+
+    def start_background(self) -> bool:
+        """Start a BGSAVE; False when one is in progress already."""
+        if self.background is not None:
+            return False
+        self.background_started = time.monotonic()
+        self.background = self.track(self._background())
+        return True
+
+    async def _background(self) -> None:
+        try:
+            await self.save()
+        except Exception:
+            log.exception("BGSAVE failed")
+            self.last_background_ok = False
+        else:
+            self.last_background_ok = True
+        finally:
+            self.last_background_seconds = round(time.monotonic() - self.background_started)
+            self.background = None
+            if self.scheduled:
+                self.scheduled = False
+                self.start_background()
+
+    async def wait_idle(self) -> None:
+        """Return once no snapshot is being written (scheduled ones included)."""
+        while self.running:
+            await asyncio.wait(set(self.running))
+
+    def info(self) -> dict[str, Any]:
+        """The ``rdb_*`` lines of INFO persistence, with Redis' names and meaning."""
+        background = self.background is not None
+        return {
+            "rdb_changes_since_last_save": max(0, self.db.revision - self.revision_at_save),
+            "rdb_bgsave_in_progress": int(background),
+            "rdb_last_save_time": self.last_save_time,
+            "rdb_last_bgsave_status": "ok" if self.last_background_ok else "err",
+            "rdb_last_bgsave_time_sec": self.last_background_seconds,
+            "rdb_current_bgsave_time_sec": (
+                round(time.monotonic() - self.background_started) if background else -1
+            ),
+            "rdb_saves": self.saves,
+            "amber_snapshots_in_progress": len(self.running),
+        }
+
+
+_SNAPSHOTS: weakref.WeakKeyDictionary[Any, Snapshots] = weakref.WeakKeyDictionary()
+
+
+def snapshots_of(state: Any) -> Snapshots:
+    """The :class:`Snapshots` of one server (its ``ServerState``)."""
+    found = _SNAPSHOTS.get(state)
+    if found is None:
+        found = _SNAPSHOTS[state] = Snapshots(state.db)
+    return found
+
+
+def _in_transaction(session: Any, kv: Any) -> bool:
+    # Outside EXEC a command that is not a write reads through state.reads;
+    # inside, every queued command gets EXEC's scope.
+    return kv is not session.state.reads
+
+
 @command("LASTSAVE", 1, "fast", group="server")
 def lastsave(session: Any, kv: Any, args: list[bytes]) -> Any:
-    """When data was last made durable (with ``always``: now)."""
-    return int(time.time())
+    """Unix time of the last snapshot written (the server's start before any).
+
+    Every acknowledged write is in the log as well, as durable as the mode
+    promises; a snapshot only shortens recovery.
+    """
+    return snapshots_of(session.state).last_save_time
 
 
 @command("SAVE", 1, "admin", group="server")
 def save(session: Any, kv: Any, args: list[bytes]) -> Any:
-    """Write a snapshot now."""
-    session.state.db.snapshot()
-    return OK
+    """Write a snapshot, answering ``OK`` once it is on disk.
+
+    It is written on a worker thread: this client waits, the others are served.
+    """
+    if _in_transaction(session, kv):
+        raise CommandError("SAVE cannot run inside MULTI (it waits for the disk); use BGSAVE")
+    snapshots = snapshots_of(session.state)
+
+    async def run() -> Any:
+        try:
+            await snapshots.save()
+        except Exception as exc:
+            log.exception("SAVE failed")
+            return error_reply(exc)
+        return OK
+
+    return snapshots.track(run())
 
 
 @command("BGSAVE", -1, "admin", group="server")
 def bgsave(session: Any, kv: Any, args: list[bytes]) -> Any:
-    """Write a snapshot now (Amber's snapshots do not block readers)."""
-    session.state.db.snapshot()
-    return Simple("Background saving started")
+    """``BGSAVE [SCHEDULE]``: start writing a snapshot and answer at once.
+
+    Progress and outcome show in ``INFO persistence`` (``rdb_bgsave_in_progress``,
+    ``rdb_last_bgsave_status``, ``rdb_last_save_time``). While one is being
+    written, ``BGSAVE`` is an error and ``BGSAVE SCHEDULE`` queues one more.
+    """
+    if len(args) > 2 or (len(args) == 2 and args[1].upper() != b"SCHEDULE"):
+        raise syntax_error()
+    snapshots = snapshots_of(session.state)
+    if snapshots.start_background():
+        return Simple("Background saving started")
+    if len(args) == 2:
+        snapshots.scheduled = True
+        return Simple("Background saving scheduled")
+    raise CommandError("Background save already in progress")
 
 
 @command("AMBER.BACKUP", 2, "admin", group="amber")
@@ -435,6 +595,8 @@ def amber_backup(session: Any, kv: Any, args: list[bytes]) -> Any:
         dest = args[1].decode("utf-8")
     except UnicodeDecodeError:
         raise CommandError("backup destination must be UTF-8") from None
+    if _in_transaction(session, kv):
+        raise CommandError("AMBER.BACKUP cannot run inside MULTI (it waits for the disk)")
     db = session.state.db
 
     async def run() -> Any:

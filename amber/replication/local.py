@@ -1,0 +1,230 @@
+"""A local cluster of real ``amber serve`` processes, for development and tests.
+
+``amber cluster up``, the cluster tests and the chaos harness all start
+nodes the same way: one process per node on loopback, each with its own
+data folder, RESP/HTTP/raft ports from a base port, and a shared secret
+file. Ports per node ``i`` (from 0): RESP ``base + 10·i``, HTTP ``+1``,
+raft ``+2`` (the KV text protocol is off).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["LocalCluster", "LocalNode", "ensure_secret", "free_base_port"]
+
+
+def free_base_port(nodes: int, *, attempts: int = 200) -> int:
+    """A base port whose ``base + 10·i + {0, 1, 2}`` are all free on loopback now."""
+    rng = random.Random()
+    for _ in range(attempts):
+        base = rng.randrange(20_000, 60_000, 10)
+        wanted = [base + 10 * i + j for i in range(nodes) for j in range(3)]
+        if all(_port_free(port) for port in wanted):
+            return base
+    raise OSError(f"found no {3 * nodes} free ports in {attempts} attempts")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def ensure_secret(path: Path) -> Path:
+    """Create a random cluster secret at ``path`` (mode 0600) unless one is there."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(32) + "\n")
+    return path
+
+
+@dataclass
+class LocalNode:
+    """One member: its ports, folder and (while running) process."""
+
+    node_id: str
+    data: Path
+    resp_port: int
+    http_port: int
+    raft_port: int
+    host: str = "127.0.0.1"
+    proc: subprocess.Popen[str] | None = None
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def raft_address(self) -> str:
+        return f"{self.host}:{self.raft_port}"
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.resp_port}"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class LocalCluster:
+    """Start, stop, kill, pause and restart the nodes of a loopback cluster."""
+
+    def __init__(
+        self,
+        folder: Path,
+        nodes: int = 3,
+        *,
+        base_port: int = 7400,
+        durability: str = "always",
+        secret_file: Path | None = None,
+        extra_args: Iterable[str] = (),
+        log_level: str = "warning",
+    ) -> None:
+        self.folder = Path(folder)
+        self.secret_file = secret_file or ensure_secret(self.folder / "cluster.secret")
+        self.durability = durability
+        self.extra_args = list(extra_args)
+        self.log_level = log_level
+        self.base_port = base_port
+        self.nodes = [
+            LocalNode(
+                f"n{i + 1}",
+                self.folder / f"n{i + 1}",
+                base_port + 10 * i,
+                base_port + 10 * i + 1,
+                base_port + 10 * i + 2,
+            )
+            for i in range(nodes)
+        ]
+
+    def new_node(self) -> LocalNode:
+        """Describe one more member (ports after the others'); start it with ``start``."""
+        i = len(self.nodes)
+        base = self.base_port + 10 * i
+        node = LocalNode(f"n{i + 1}", self.folder / f"n{i + 1}", base, base + 1, base + 2)
+        self.nodes.append(node)
+        return node
+
+    def node(self, node_id: str) -> LocalNode:
+        return next(n for n in self.nodes if n.node_id == node_id)
+
+    def command(self, node: LocalNode, members: Iterable[LocalNode] | None = None) -> list[str]:
+        """The ``amber serve`` command line of ``node`` (peers: ``members`` or all others)."""
+        peers = ",".join(
+            f"{m.node_id}={m.raft_address}"
+            for m in (self.nodes if members is None else members)
+            if m is not node
+        )
+        return [
+            sys.executable, "-m", "amber.cli", "serve",
+            "--data", str(node.data),
+            "--bind", node.host,
+            "--port", str(node.resp_port),
+            "--http-port", str(node.http_port),
+            "--kvtext-port", "-1",
+            "--durability", self.durability,
+            "--node-id", node.node_id,
+            "--raft-port", str(node.raft_port),
+            "--peers", peers,
+            "--cluster-secret-file", str(self.secret_file),
+            "--log-level", self.log_level,
+            *self.extra_args,
+        ]  # fmt: skip
+
+    def start(self, node: LocalNode, members: Iterable[LocalNode] | None = None) -> None:
+        """Start one node's process and wait until it prints ``ready``."""
+        node.data.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.Popen(
+            self.command(node, members),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # a Ctrl-C in a terminal reaches only `cluster up`
+        )
+        node.proc = proc
+        node.output = []
+        ready = threading.Event()
+
+        def pump() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                node.output.append(line.rstrip("\n"))
+                del node.output[:-200]
+                if line.strip() == "ready":
+                    ready.set()
+            ready.set()
+
+        threading.Thread(target=pump, name=f"amber-{node.node_id}-out", daemon=True).start()
+        if not ready.wait(60) or proc.poll() is not None:
+            tail = "\n".join(node.output[-20:])
+            self.stop(node)
+            raise RuntimeError(f"node {node.node_id} did not start:\n{tail}")
+
+    def start_all(self) -> None:
+        """Start every node at once (each needs its peers to elect a leader)."""
+        with ThreadPoolExecutor(len(self.nodes)) as pool:
+            started = [pool.submit(self.start, node) for node in self.nodes]
+        try:
+            for future in started:
+                future.result()
+        except BaseException:
+            self.stop_all()
+            raise
+
+    def stop(self, node: LocalNode, timeout: float = 15.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""
+        proc = node.proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)  # a paused node cannot handle SIGTERM
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return proc.returncode
+
+    def kill(self, node: LocalNode) -> None:
+        """SIGKILL: the process dies with whatever it had not synced."""
+        if node.proc is not None and node.proc.poll() is None:
+            node.proc.kill()
+            node.proc.wait()
+
+    def pause(self, node: LocalNode) -> None:
+        if node.proc is not None and node.proc.poll() is None:
+            node.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self, node: LocalNode) -> None:
+        if node.proc is not None and node.proc.poll() is None:
+            node.proc.send_signal(signal.SIGCONT)
+
+    def stop_all(self) -> None:
+        for node in self.nodes:
+            self.stop(node)
+
+    def wait_all(self, deadline: float) -> None:
+        """Block until every node exits or ``deadline`` (monotonic) passes."""
+        for node in self.nodes:
+            if node.proc is not None:
+                try:
+                    node.proc.wait(max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    return

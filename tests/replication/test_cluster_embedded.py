@@ -1,0 +1,199 @@
+"""Three cluster members in one process (``amber.open_cluster``), real Raft over loopback.
+
+The process-level tests (``test_cluster_processes.py``) cover kills and
+restarts; here the nodes' insides can be reached: stores, journals,
+watches and the moment a replica lags.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import amber
+from amber import ClusterConfig
+from amber.errors import InvalidArgument
+from amber.replication.local import free_base_port
+
+
+def _configs(n: int, **options: Any) -> list[ClusterConfig]:
+    base = free_base_port(n)
+    addresses = {f"n{i + 1}": f"127.0.0.1:{base + 10 * i + 2}" for i in range(n)}
+    return [
+        ClusterConfig(
+            name,
+            address,
+            {k: v for k, v in addresses.items() if k != name},
+            secret="test-secret",
+            **options,
+        )
+        for name, address in addresses.items()
+    ]
+
+
+def _open_all(folder: Path, configs: list[ClusterConfig]) -> list[amber.Database]:
+    with ThreadPoolExecutor(len(configs)) as pool:
+        return list(
+            pool.map(lambda c: amber.open_cluster(folder / c.node_id, c, jobs=False), configs)
+        )
+
+
+@pytest.fixture
+def trio(tmp_path: Path) -> Iterator[list[amber.Database]]:
+    dbs = _open_all(tmp_path, _configs(3))
+    yield dbs
+    for db in dbs:
+        db.close()
+
+
+def _leader(dbs: list[amber.Database], timeout: float = 20.0) -> amber.Database:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for db in dbs:
+            status = db.cluster_status()
+            if status is not None and status["state"] == "leader" and status["has_quorum"]:
+                return db
+        time.sleep(0.05)
+    raise AssertionError("no leader elected")
+
+
+def _rows(db: amber.Database) -> dict[str, Any]:
+    db.barrier()
+    return {t: dict(db.table(t).items()) for t in db.tables()}
+
+
+def test_writes_on_any_member_are_replicated_with_the_same_revisions(trio: list[amber.Database]):
+    for i, db in enumerate(trio * 5):
+        db.table("t").put(f"k{i}", {"n": i, "by": i % 3})
+    trio[1].table("t").merge("k0", {"merged": True})
+    trio[2].table("t").delete("k1")
+    states = [_rows(db) for db in trio]
+    assert states[0] == states[1] == states[2]
+    assert states[0]["t"]["k0"] == {"n": 0, "by": 0, "merged": True}
+    assert "k1" not in states[0]["t"]
+    assert len({db.revision for db in trio}) == 1
+    entries = [db.table("t").entry("k2") for db in trio]
+    assert len({(e.mod_revision, e.version) for e in entries if e}) == 1
+
+
+def test_a_write_is_visible_on_the_member_that_took_it_when_acknowledged(
+    trio: list[amber.Database],
+):
+    for i in range(30):
+        db = trio[i % 3]
+        db.table("t").put("k", i)
+        assert db.table("t").get("k") == i  # read-your-writes without a barrier
+
+
+def test_watches_on_every_member_see_the_same_events_in_the_same_order(
+    trio: list[amber.Database],
+):
+    watches = [db.watch() for db in trio]
+
+    def writer(db: amber.Database, w: int) -> None:
+        for i in range(40):
+            db.table("w").put(f"{w}-{i % 7}", i)
+            if i % 10 == 9:
+                db.txn([], [amber.Merge("w", f"{w}-0", {"txn": i}), amber.Delete("w", f"{w}-1")])
+
+    threads = [threading.Thread(target=writer, args=(db, w)) for w, db in enumerate(trio)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    final = trio[0].revision
+    seen: list[list[tuple[Any, ...]]] = []
+    for db, watch in zip(trio, watches, strict=True):
+        db.barrier()
+        events = []
+        for batch in watch.batches():
+            events.extend((e.revision, e.table, e.key, e.type, e.value) for e in batch.events)
+            if batch.revision >= final:
+                break
+        watch.close()
+        seen.append(events)
+    assert seen[0] == seen[1] == seen[2]
+    revisions = [r for r, *_ in seen[0]]
+    assert revisions == sorted(revisions) and revisions[-1] == final
+
+
+def test_stale_reads_differ_from_linearizable_ones_only_while_a_replica_lags(
+    trio: list[amber.Database],
+):
+    leader = _leader(trio)
+    follower = next(db for db in trio if db is not leader)
+    leader.table("t").put("k", "old")
+    follower.barrier()
+    assert follower.table("t").get("k") == "old"
+    # Holding the follower's store lock stalls its Raft thread (it applies
+    # under that lock): the other two members still commit.
+    node = follower._node
+    node.store.lock.acquire()
+    try:
+        leader.table("t").put("k", "new")
+        assert follower.table("t").get("k") == "old"  # stale: this replica lags
+    finally:
+        node.store.lock.release()
+    follower.barrier()
+    assert follower.table("t").get("k") == "new"  # linearizable
+    assert leader.table("t").get("k") == "new"
+
+
+def test_compaction_snapshots_restart_and_a_new_member_catches_up_by_snapshot(tmp_path: Path):
+    configs = _configs(4, compaction_entries=40)
+    first = configs[:3]
+    # The first three do not know n4 yet; it is added online below.
+    first = [
+        ClusterConfig(c.node_id, c.raft_address, {
+            k: v for k, v in c.peers.items() if k != "n4"
+        }, secret=c.secret, compaction_entries=40)
+        for c in first
+    ]  # fmt: skip
+    dbs = _open_all(tmp_path, first)
+    try:
+        for i in range(300):
+            dbs[i % 3].table("t").put(f"k{i:03d}", i)
+        time.sleep(0.5)  # compaction runs on the Raft thread's next ticks
+        snapshots = [tmp_path / c.node_id / "raft" / "snapshot.amber" for c in first]
+        assert all(p.exists() for p in snapshots)
+        journal_entries = [db._node.journal.stats()["entries"] for db in dbs]
+        assert max(journal_entries) < 300, journal_entries
+
+        # Restart one member: snapshot + journal give back the same state.
+        dbs[2].close()
+        dbs[2] = amber.open_cluster(tmp_path / "n3", first[2], jobs=False)
+        assert _rows(dbs[2]) == _rows(dbs[0])
+
+        # A new member joins after compaction: it gets a snapshot.
+        n4 = configs[3]
+        leader = _leader(dbs)
+        joiner = amber.open_cluster(tmp_path / "n4", n4, jobs=False)
+        dbs.append(joiner)
+        leader.cluster_change("add", "n4", n4.raft_address)
+        deadline = time.monotonic() + 20
+        while joiner.revision < leader.revision and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _rows(joiner) == _rows(leader)
+        dbs[0].table("t").put("after", 1)
+        joiner.barrier()
+        assert joiner.table("t").get("after") == 1
+        assert len(leader.cluster_status()["members"]) == 4
+    finally:
+        for db in dbs:
+            db.close()
+
+
+def test_cluster_config_refuses_without_a_secret_and_bad_peers():
+    with pytest.raises(InvalidArgument, match="secret"):
+        ClusterConfig("n1", "127.0.0.1:7390", {"n2": "127.0.0.1:7391"})
+    ClusterConfig("n1", "127.0.0.1:7390", {"n2": "127.0.0.1:7391"}, insecure=True)
+    with pytest.raises(InvalidArgument, match="itself"):
+        ClusterConfig("n1", "127.0.0.1:7390", {"n1": "127.0.0.1:7391"}, insecure=True)
+    with pytest.raises(InvalidArgument, match="host:port"):
+        ClusterConfig("n1", "127.0.0.1:7390", {"n2": "nowhere"}, insecure=True)
