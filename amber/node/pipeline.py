@@ -5,12 +5,23 @@ A write goes through three steps:
 1. ``submit`` stamps the batch with the next log sequence number and a
    monotonic time, and appends it to the backend's buffer (no I/O, a few µs
    under a lock).
-2. A **leader** — the first waiting writer, or the background flusher when
-   only asyncio writers wait — flushes everything appended so far with one
-   write (and one fsync in ``always`` mode) while later writers keep
-   appending: one fsync serves every write of the group (group commit).
+2. A **leader** — the first waiting writer, or for asyncio writers the event
+   loop itself or the background flusher (see below) — flushes everything
+   appended so far with one write (and one fsync in ``always`` mode) while
+   later writers keep appending: one fsync serves every write of the group
+   (group commit).
 3. The leader applies the flushed batches to the store in sequence order,
    publishes their changes, and wakes their writers.
+
+Asyncio writers are flushed once per turn of their event loop, by the loop
+itself, while the log's flushes are quick (an fsync on an SSD takes well under
+a millisecond): that is Redis' model (``appendfsync always`` fsyncs in its
+event loop) and it avoids handing every group to another thread and back —
+two threads share the GIL, and after its fsync a flusher thread waits for
+the busy loop to let go of it. When flushes turn slow (a moving disk, a
+loaded host: :data:`INLINE_FLUSH_MAX` on average) the loop stops waiting on
+them and the background flusher thread leads instead, so reads keep flowing.
+Either way a writer is woken only after its batch is durable and applied.
 
 So a write becomes visible only after it is as durable as the mode promises:
 no reader ever sees a write that a crash could take back. Compares are judged
@@ -24,9 +35,11 @@ dropped the dirty pages, so only a reopen can say what is durable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
+from asyncio import _get_running_loop as asyncio_running_loop
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -38,6 +51,11 @@ from ..store.batch import Batch, stamp
 from ..store.state import ApplyResult, Store
 
 log = logging.getLogger(__name__)
+
+#: Average flush time (seconds) up to which an event loop flushes its own writers.
+INLINE_FLUSH_MAX = 0.005
+#: Weight of the newest flush in that average.
+_FLUSH_EWMA = 0.2
 
 
 class Ticket:
@@ -60,6 +78,12 @@ class Ticket:
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def _wake_all(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
 
 
 class CommitPipeline:
@@ -92,6 +116,10 @@ class CommitPipeline:
         self._closed = False
         self._background = threading.Event()
         self._flusher: threading.Thread | None = None
+        #: Event loops with an inline flush scheduled for the end of their turn.
+        self._inline_loops: set[asyncio.AbstractEventLoop] = set()
+        #: Recent flush time in seconds (moving average): decides who leads asyncio writers.
+        self.flush_seconds = 0.0
         #: Counters for stats and metrics.
         self.batches = 0
         self.flushes = 0
@@ -137,19 +165,55 @@ class CommitPipeline:
         return self._outcome(ticket)
 
     async def wait_async(self, ticket: Ticket) -> ApplyResult:
-        """Like ``wait`` without blocking the event loop on I/O."""
+        """Like ``wait``, for asyncio; see the module doc for who flushes.
+
+        The writers of one loop turn share one flush: the loop leads it once
+        the turn's callbacks have run (or, while flushes are slow, the
+        background flusher does and the loop goes on).
+        """
         if not ticket.done:
             loop = asyncio.get_running_loop()
             future: asyncio.Future[None] = loop.create_future()
+            inline = self.flush_seconds <= INLINE_FLUSH_MAX
             with self._lock:
                 armed = not ticket.done and self._failed is None
                 if armed:
                     ticket.future, ticket.loop = future, loop
-                    self._start_flusher()
-                    self._background.set()
+                    if not inline:
+                        self._start_flusher()
+                        self._background.set()
+                    elif loop not in self._inline_loops:
+                        self._inline_loops.add(loop)
+                        loop.call_soon(self._lead_inline, loop)
             if armed:
                 await future
         return self._outcome(ticket)
+
+    def _lead_inline(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Flush for the writers of ``loop``'s turn, in the loop (see the module doc).
+
+        Never sleeps on another leader: if one is at work, the background
+        flusher takes over (it leads as soon as that leader is done).
+        """
+        with self._lock:
+            self._inline_loops.discard(loop)
+            if not self._pending or self._failed is not None:
+                return
+            if self._leading or self._closed:
+                self._start_flusher()
+                self._background.set()
+                return
+            self._leading = True
+        try:
+            self._lead(self._sync_on_ack)
+        finally:
+            with self._lock:
+                self._leading = False
+                self._hand_over()
+                if self._pending and any(t.future is not None for t in self._pending):
+                    # Submitted by another thread meanwhile, or past the flushed mark.
+                    self._start_flusher()
+                    self._background.set()
 
     def sync(self) -> int:
         """Fsync everything submitted so far and apply it; returns its last seq.
@@ -244,6 +308,7 @@ class CommitPipeline:
         thread flushes and applies at a time, in sequence order.
         """
         sync = sync or self._sync_wanted > self._synced_seq
+        started = time.perf_counter()
         try:
             upto = self._backend.flush(sync)
         except AmberError as exc:
@@ -254,6 +319,7 @@ class CommitPipeline:
             with self._lock:
                 self._fail(StorageFailed(f"flush failed: {exc}"))
             return
+        self.flush_seconds += _FLUSH_EWMA * (time.perf_counter() - started - self.flush_seconds)
         self.flushes += 1
         if sync:
             self.fsyncs += 1
@@ -294,13 +360,27 @@ class CommitPipeline:
             self._finish(group)
 
     def _finish(self, group: list[Ticket]) -> None:
-        """Mark tickets done and wake their writers (lock held, so no wake-up is lost)."""
+        """Mark tickets done and wake their writers (lock held, so no wake-up is lost).
+
+        Asyncio writers are woken directly when this runs in their loop, else
+        with one ``call_soon_threadsafe`` per loop for the whole group.
+        """
+        elsewhere: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+        running = asyncio_running_loop()
         for ticket in group:
             ticket.done = True
             if ticket.wake is not None:
                 ticket.wake.set()
-            if ticket.future is not None and ticket.loop is not None:
-                ticket.loop.call_soon_threadsafe(_wake, ticket.future)
+            future, loop = ticket.future, ticket.loop
+            if future is not None and loop is not None:
+                if loop is running:
+                    _wake(future)
+                else:
+                    elsewhere.setdefault(loop, []).append(future)
+        for loop, futures in elsewhere.items():
+            # A closed loop has nobody left waiting.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_wake_all, futures)
 
     def _fail(self, exc: AmberError) -> None:
         """Stop writes and fail every queued ticket (lock held)."""

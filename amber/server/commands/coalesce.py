@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ...database import Delete, Put
+from ...node.pipeline import INLINE_FLUSH_MAX
 from .registry import Entries, Later
 
 if TYPE_CHECKING:
@@ -32,6 +33,8 @@ __all__ = ["Coalescer", "Pending", "coalescible"]
 #: Ops per batch, and a value size above which a write goes alone.
 MAX_OPS = 512
 MAX_VALUE_CHARS = 16 * 1024
+#: Weight of the newest commit in the moving average of commit times.
+_EWMA = 0.2
 
 
 def coalescible(ops: list[Any]) -> bool:
@@ -91,13 +94,28 @@ class _Waiter:
 
 
 class Coalescer:
-    """Collects blind writes during a loop turn; commits them together."""
+    """Collects blind writes during a loop turn; commits them together.
+
+    Who waits for the commit depends on how long the log takes to flush
+    (a moving average of what the commits took, :data:`INLINE_FLUSH_MAX`):
+
+    - quick (an SSD): the loop commits the batch itself, at the end of the
+      turn, and answers at once — Redis' model, one fsync per turn in the
+      loop. No thread hand-off; requests that arrive meanwhile wait in the
+      socket buffers and make the next turn's batch;
+    - slow: the batch is handed to the database's flusher thread and the loop
+      goes on serving other clients; its keys are marked in flight so a
+      read-modify-write of them waits for it. Always so in a cluster, where
+      a commit waits on the network.
+    """
 
     def __init__(self, state: ServerState) -> None:
         self.state = state
         self._ops: list[Any] = []
         self._waiters: list[_Waiter] = []
         self._scheduled = False
+        #: Moving average of the seconds a commit took (decides inline or not).
+        self.commit_seconds = 0.0
         #: Batches committed and commands they carried (INFO).
         self.batches = 0
         self.commands = 0
@@ -107,7 +125,8 @@ class Coalescer:
     ) -> Pending:
         """Queue ``ops``; the reply is ready once the batch is durable."""
         if len(self._ops) + len(ops) > MAX_OPS:
-            self._flush()
+            # Called from inside a front end's command loop: answer later.
+            self._flush(notify_now=False)
         future = Pending()
         first = len(self._ops)
         self._ops.extend(ops)
@@ -120,57 +139,87 @@ class Coalescer:
             asyncio.get_running_loop().call_soon(self._flush)
         return future
 
-    def _flush(self) -> None:
+    def _flush(self, notify_now: bool = True) -> None:
         self._scheduled = False
         if not self._ops:
             return
         ops, waiters = self._ops, self._waiters
         self._ops, self._waiters = [], []
         state = self.state
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        started = time.perf_counter()
+        # A cluster commit waits on the network: never in the loop.
+        if self.commit_seconds <= INLINE_FLUSH_MAX and not state.clustered:
+            result: Any = None
+            error: BaseException | None = None
+            try:
+                result = state.db.txn((), ops)
+            except Exception as exc:
+                error = exc
+            self._took(time.perf_counter() - started)
+            callbacks = self._answer(waiters, result, error)
+            if notify_now:
+                for callback in callbacks:
+                    callback(None)
+            else:
+                loop = asyncio.get_running_loop()
+                for callback in callbacks:
+                    loop.call_soon(callback, None)
+            return
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
         inflight = state.inflight
         keys = [(op.table, op.key) for op in ops]
         for key in keys:
             inflight[key] = done
-        task = asyncio.get_running_loop().create_task(state.db.atxn((), ops))
+        task = loop.create_task(state.db.atxn((), ops))
 
         def finished(task: asyncio.Task[Any]) -> None:
             done.set_result(None)
             for key in keys:
                 if inflight.get(key) is done:
                     del inflight[key]
-            self.batches += 1
-            self.commands += len(waiters)
-            error: BaseException | None = None
+            self._took(time.perf_counter() - started)
             result: Any = None
+            error: BaseException | None = None
             try:
                 result = task.result()
             except BaseException as exc:
                 error = exc
-            now = time.perf_counter()
-            record = state.stats.record
-            from .session import error_reply  # noqa: PLC0415  (session imports this module)
-
-            notify: dict[Any, None] = {}
-            for waiter in waiters:
-                waiter.session.pending -= 1
-                if error is not None:
-                    reply: Any = error_reply(error)
-                    ok = False
-                else:
-                    reply = waiter.reply
-                    if type(reply) is Later:
-                        reply = reply.finish(
-                            Entries(result.entries[waiter.first : waiter.last], result.revision)
-                        )
-                    ok = True
-                record(waiter.command, now - waiter.started, ok)
-                pending = waiter.future
-                pending._reply = reply
-                pending._done = True
-                if pending.notify is not None:
-                    notify[pending.notify] = None
-            for callback in notify:
+            for callback in self._answer(waiters, result, error):
                 callback(None)
 
         task.add_done_callback(finished)
+
+    def _took(self, seconds: float) -> None:
+        self.commit_seconds += _EWMA * (seconds - self.commit_seconds)
+
+    def _answer(
+        self, waiters: list[_Waiter], result: Any, error: BaseException | None
+    ) -> list[Callable[[Any], None]]:
+        """Set every waiter's reply; returns the front ends' callbacks, one each."""
+        from .session import error_reply  # noqa: PLC0415  (session imports this module)
+
+        self.batches += 1
+        self.commands += len(waiters)
+        now = time.perf_counter()
+        record = self.state.stats.record
+        notify: dict[Callable[[Any], None], None] = {}
+        for waiter in waiters:
+            waiter.session.pending -= 1
+            if error is not None:
+                reply: Any = error_reply(error)
+                ok = False
+            else:
+                reply = waiter.reply
+                if type(reply) is Later:
+                    reply = reply.finish(
+                        Entries(result.entries[waiter.first : waiter.last], result.revision)
+                    )
+                ok = True
+            record(waiter.command, now - waiter.started, ok)
+            pending = waiter.future
+            pending._reply = reply
+            pending._done = True
+            if pending.notify is not None:
+                notify[pending.notify] = None
+        return list(notify)

@@ -18,6 +18,13 @@ keys ``DEL`` removed), a :class:`Later`. It raises :class:`CommandError` —
 or any ``amber.errors`` exception, mapped by ``wire_errors`` — to answer an
 error.
 
+A write command may also have a **blind form** (``Registry.blind``):
+``blind(session, args) -> (ops, reply) | None`` for its calls that read
+nothing (``SET k v``), returning checked ops straight away, without a
+:class:`~.scope.Scope`; ``None`` means "not this call, run the handler".
+It is the hot path of the commonest writes, so it must answer exactly what
+the handler would.
+
 Flags (Redis' own names where Redis has them):
 
 - ``write`` / ``readonly``: may change data / only reads it;
@@ -30,8 +37,9 @@ Flags (Redis' own names where Redis has them):
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .replies import Simple
@@ -48,6 +56,8 @@ __all__ = [
 ]
 
 Handler = Callable[[Any, Any, list[bytes]], Any]
+#: ``blind(session, args)``: the ops and reply of a call that reads nothing, or None.
+BlindForm = Callable[[Any, list[bytes]], "tuple[list[Any], Any] | None"]
 
 FLAGS = frozenset(("write", "readonly", "admin", "noauth", "pubsub", "nomulti", "fast", "loading"))
 
@@ -104,10 +114,26 @@ class Command:
     keys: tuple[int, int, int]
     group: str
     summary: str
+    #: The calls that read nothing, without a scope (see the module doc).
+    blind: BlindForm | None = None
+    #: The flags the dispatcher tests on every call, as plain attributes.
+    #: The number of words (name included) a call may have: ``arity_ok`` unrolled.
+    min_args: int = field(init=False)
+    max_args: int = field(init=False)
+    is_write: bool = field(init=False)
+    noauth: bool = field(init=False)
+    nomulti: bool = field(init=False)
+    pubsub: bool = field(init=False)
 
-    @property
-    def is_write(self) -> bool:
-        return "write" in self.flags
+    def __post_init__(self) -> None:
+        flags = self.flags
+        arity = self.arity
+        object.__setattr__(self, "min_args", arity if arity >= 0 else -arity)
+        object.__setattr__(self, "max_args", arity if arity >= 0 else sys.maxsize)
+        object.__setattr__(self, "is_write", "write" in flags)
+        object.__setattr__(self, "noauth", "noauth" in flags)
+        object.__setattr__(self, "nomulti", "nomulti" in flags)
+        object.__setattr__(self, "pubsub", "pubsub" in flags)
 
     def arity_ok(self, count: int) -> bool:
         arity = self.arity
@@ -163,6 +189,19 @@ class Registry:
             doc = summary or (handler.__doc__ or "").strip().split("\n")[0]
             self._commands[key] = Command(name.upper(), arity, flag_set, handler, keys, group, doc)
             return handler
+
+        return register
+
+    def blind(self, name: str) -> Callable[[BlindForm], BlindForm]:
+        """Give the registered write command ``name`` the decorated blind form."""
+
+        def register(form: BlindForm) -> BlindForm:
+            key = name.upper().encode()
+            command = self._commands[key]
+            if not command.is_write or command.blind is not None:
+                raise ValueError(f"{name} is no write command or has a blind form already")
+            self._commands[key] = replace(command, blind=form)
+            return form
 
         return register
 

@@ -104,6 +104,8 @@ class Session:
         self.pending_reads = 0
         #: Set by QUIT: the front end closes after the reply.
         self.closing = False
+        #: ``READONLY``: this replica's state without a log barrier (clusters only).
+        self.stale_reads = False
         self._push = push
         self._close = close
         state.sessions[self.id] = self
@@ -150,20 +152,27 @@ class Session:
             if self.multi is not None:
                 self.multi_failed = True
             return ErrorReply(f"ERR wrong number of arguments for '{command.name.lower()}' command")
-        flags = command.flags
-        if not self.authenticated and "noauth" not in flags:
+        if not self.authenticated and not command.noauth:
             return ErrorReply("NOAUTH Authentication required.")
-        if self.multi is not None and "nomulti" not in flags:
+        if self.multi is not None and not command.nomulti:
             self.multi.append((command, args))
             return QUEUED
-        if self.protocol == 2 and self.subscriptions and "pubsub" not in flags:
+        if (
+            self.protocol == 2
+            and not command.pubsub
+            and (self.channels or self.patterns or self.watches)
+        ):
             return ErrorReply("ERR " + _PUBSUB_CONTEXT_ERROR.format(command.name.lower()))
-        is_write = "write" in flags
+        is_write = command.is_write
         if self.pending and (self.pending_reads or not is_write):
             return DRAIN
         self.last_command = command.name
         started = time.perf_counter()
         if not is_write:
+            if state.clustered and "readonly" in command.flags and not self.stale_reads:
+                return asyncio.get_running_loop().create_task(
+                    self._read_after_barrier(command, args, started)
+                )
             try:
                 reply = command.handler(self, state.reads, args)
             except Exception as exc:
@@ -171,6 +180,15 @@ class Session:
                 return error_reply(exc)
             state.stats.record(command.name, time.perf_counter() - started, True)
             return reply
+        if command.blind is not None:
+            try:
+                blind = command.blind(self, args)
+            except Exception as exc:
+                state.stats.record(command.name, time.perf_counter() - started, False)
+                return error_reply(exc)
+            if blind is not None:
+                ops, reply = blind
+                return state.coalescer.add(self, command.name, ops, reply, started=started)
         scope = Scope(state.db, barrier=self.pending > 0)
         try:
             reply = command.handler(self, scope, args)
@@ -191,6 +209,57 @@ class Session:
                 return state.coalescer.add(self, command.name, scope.ops, reply, started=started)
             rerun = _rerun(self, command, args)
         return self._start_commit(command, scope, reply, started, rerun, aborted)
+
+    async def _read_after_barrier(self, command: Command, args: list[bytes], started: float) -> Any:
+        """A cluster read: wait for a log barrier (shared by concurrent reads), then read."""
+        state = self.state
+        try:
+            await state.db.abarrier()
+            reply = command.handler(self, state.reads, args)
+            if isinstance(reply, asyncio.Task):
+                reply = await reply
+        except Exception as exc:
+            state.stats.record(command.name, time.perf_counter() - started, False)
+            return error_reply(exc)
+        state.stats.record(command.name, time.perf_counter() - started, True)
+        return reply
+
+    def fast_reads(self) -> dict[bytes, Command] | None:
+        """The read-only commands this session may run without ``execute``, or None.
+
+        While the session is authenticated, outside MULTI, not in RESP2
+        subscribed mode and has no write in flight, ``execute`` would only
+        call a read-only command's handler with ``state.reads``: a front end
+        may do that itself for a run of reads (a pipeline of GETs) and report
+        the run with :meth:`ran_reads`. The answer holds until the session
+        runs anything else. Keys are exact (upper-case) names; arity is the
+        caller's to check (``Command.arity_ok``). If a handler raises, run the
+        command with ``execute`` instead: reads have no side effects.
+        """
+        if (
+            self.authenticated
+            and (self.stale_reads or not self.state.clustered)
+            and self.multi is None
+            and not self.pending
+            and (self.protocol == 3 or not (self.channels or self.patterns or self.watches))
+        ):
+            return _FAST_READS or _fast_reads()
+        return None
+
+    def ran_reads(self, commands: list[Command], seconds: float) -> None:
+        """Account for reads run through :meth:`fast_reads` (stats, CLIENT LIST)."""
+        self.last_active = time.monotonic()
+        self.last_command = commands[-1].name
+        if len(commands) == 1:
+            self.state.stats.record(self.last_command, seconds, True)
+            return
+        counts: dict[str, int] = {}
+        for command in commands:
+            counts[command.name] = counts.get(command.name, 0) + 1
+        each = seconds / len(commands)
+        record = self.state.stats.record_many
+        for name, count in counts.items():
+            record(name, count, each)
 
     def _unknown(self, args: list[bytes]) -> ErrorReply:
         name = args[0].decode("utf-8", "replace")[:128]
@@ -301,6 +370,20 @@ class Session:
 
     def push_message(self, *parts: Any) -> None:
         self.push(Push(list(parts)))
+
+
+_FAST_READS: dict[bytes, Command] = {}
+
+
+def _fast_reads() -> dict[bytes, Command]:
+    """Read-only commands by exact name (filled once the table is complete)."""
+    if not _FAST_READS:
+        _FAST_READS.update(
+            (command.name.encode(), command)
+            for command in REGISTRY
+            if "readonly" in command.flags and not command.is_write
+        )
+    return _FAST_READS
 
 
 def _finished(reply: Any, revision: int) -> Any:

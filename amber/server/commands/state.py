@@ -126,6 +126,16 @@ class CommandStats:
         stats[3][bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
         self.total += 1
 
+    def record_many(self, name: str, count: int, seconds_each: float) -> None:
+        """``count`` successful calls that took ``seconds_each`` on average."""
+        stats = self.commands.get(name)
+        if stats is None:
+            stats = self.commands[name] = [0, 0, 0.0, [0] * (len(LATENCY_BUCKETS) + 1)]
+        stats[0] += count
+        stats[2] += seconds_each * count
+        stats[3][bisect.bisect_left(LATENCY_BUCKETS, seconds_each)] += count
+        self.total += count
+
     def flush(self, ctx: ServerContext) -> None:
         """Add what was counted since the last flush to ``ctx.metrics.requests``."""
         requests = ctx.metrics.requests
@@ -180,6 +190,9 @@ class ServerState:
         self.db: Database = ctx.db
         self.config = config
         self.reads = DirectReads(ctx.db)
+        #: In a cluster, reads wait for a Raft log barrier unless a client asked
+        #: for stale ones (``READONLY``): see ``Session.execute``.
+        self.clustered = ctx.db.cluster_status() is not None
         self.pubsub: PubSub = PubSub(self)
         self.sessions: dict[int, Session] = {}
         self.stats = CommandStats(frontend)

@@ -6,6 +6,9 @@ import math
 import time
 from typing import Any
 
+from ...database import Put
+from ...model import check_key, check_table, freeze
+from .coalesce import MAX_VALUE_CHARS
 from .keys import split_key
 from .registry import REGISTRY, CommandError, Later, syntax_error
 from .replies import Simple
@@ -58,6 +61,8 @@ def get(session: Any, kv: Any, args: list[bytes]) -> Any:
     """Get the value of a key."""
     table, key = split_key(args[1])
     value = kv.get(table, key)
+    if type(value) is str:  # the common case, without a call
+        return value.encode()
     if value is MISSING:
         return None
     return to_bytes(value)
@@ -103,6 +108,21 @@ def set_(session: Any, kv: Any, args: list[bytes]) -> Any:
     else:
         kv.put(table, key, value, ttl_ms=ttl_ms, keep_ttl=keep_ttl)
     return reply
+
+
+@REGISTRY.blind("SET")
+def set_blind(session: Any, args: list[bytes]) -> Any:
+    """``SET k v`` without options: one put of a short string, no scope."""
+    if len(args) != 3:
+        return None
+    table, key = split_key(args[1])
+    value = decode_text(args[2])
+    if len(value) > MAX_VALUE_CHARS:
+        return None
+    limits = session.state.db.config.limits
+    if not value.isascii():
+        value = freeze(value, limits)
+    return [Put(check_table(table, limits), check_key(key, limits), value)], OK
 
 
 @command("SETNX", 3, "write fast", keys=(1, 1, 1), group="string")

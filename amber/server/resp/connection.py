@@ -9,6 +9,9 @@ order:
   ``write``; a write's reply waits (in order) for its commit, while the
   connection goes on submitting further blind writes of the same pipeline,
   so they share a group commit;
+- while the session allows it (``Session.fast_reads``), read-only commands
+  run straight from the command table, skipping ``execute``'s per-call
+  checks: a pipeline of GETs costs little more than parsing and encoding;
 - a command that must see this connection's writes in flight waits for them
   (``DRAIN``), the rest of the pipeline behind it;
 - limits: ``max_pipeline`` commands run per turn of the event loop and at
@@ -25,9 +28,10 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Any
 
-from ..commands import DRAIN, ServerState, Session
+from ..commands import DRAIN, Command, ServerState, Session
 from ..commands.coalesce import Pending
 from .protocol import ProtocolError, RequestParser, encode_error, encoder_for
 
@@ -64,6 +68,8 @@ class RespConnection(asyncio.Protocol):
         self.closed = False
         self.draining = False
         self._scheduled = False
+        #: ``_commit_done`` bound once: it is handed to every write's reply.
+        self._on_commit = self._commit_done
 
     # -- asyncio.Protocol -------------------------------------------------------
 
@@ -132,6 +138,11 @@ class RespConnection(asyncio.Protocol):
         if session is None or transport is None or self.closed:
             return
         parser, replies, limits = self.parser, self.replies, self.server.limits
+        execute, encode = session.execute, self.encode
+        # Reads run straight from the command table while the session allows it.
+        fast, reads = session.fast_reads(), session.state.reads
+        ran: list[Command] = []
+        started = perf_counter()
         out: list[bytes] = []
         budget = limits.max_pipeline
         exhausted = False
@@ -151,39 +162,60 @@ class RespConnection(asyncio.Protocol):
                 if args is None:
                     exhausted = True
                     break
-            reply = session.execute(args)
+                if fast is not None:
+                    command = fast.get(args[0])
+                    if command is not None and command.min_args <= len(args) <= command.max_args:
+                        try:
+                            reply = command.handler(session, reads, args)
+                        except Exception:  # let execute answer (and count) the error
+                            reply = execute(args)
+                        else:
+                            ran.append(command)
+                        if replies:
+                            replies.append(encode(reply))
+                        else:
+                            out.append(encode(reply))
+                        budget -= 1
+                        if budget > 0:
+                            continue
+                        self._yield_turn()
+                        break
+            reply = execute(args)
+            fast = session.fast_reads()
             if reply is DRAIN:
                 self.held = args
                 break
             self.held = None
             if session.protocol != self._protocol:
                 self._protocol = session.protocol
-                self.encode = encoder_for(session.protocol)
-            if type(reply) is Pending:
+                self.encode = encode = encoder_for(session.protocol)
+            kind = type(reply)
+            if kind is Pending:
                 replies.append(reply)
-                reply.notify = self._commit_done
+                reply.notify = self._on_commit
                 if len(replies) >= limits.max_pipeline:
                     self._pause_reading()
                     break
             elif isinstance(reply, asyncio.Future):
                 replies.append(reply)
-                reply.add_done_callback(self._commit_done)
+                reply.add_done_callback(self._on_commit)
                 if len(replies) >= limits.max_pipeline:
                     self._pause_reading()
                     break
             elif replies:
-                replies.append(self.encode(reply))
+                replies.append(encode(reply))
             else:
-                out.append(self.encode(reply))
+                out.append(encode(reply))
             budget -= 1
             if budget <= 0:
-                # Let other clients run; go on with this pipeline in the next turn.
-                self._pause_reading()
-                self._scheduled = True
-                asyncio.get_running_loop().call_soon(self._process)
+                self._yield_turn()
                 break
+        if ran:
+            # Each read's share of the run (parsing and encoding included).
+            run = limits.max_pipeline - budget
+            session.ran_reads(ran, (perf_counter() - started) * len(ran) / max(run, 1))
         if out:
-            transport.write(b"".join(out))
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
         if replies or self.held is not None or self._scheduled:
             return  # _commit_done calls back
         if session.closing or (exhausted and (self.draining or self.server.stopping)):
@@ -191,6 +223,12 @@ class RespConnection(asyncio.Protocol):
             self.closed = True
         elif self.reading_paused and not self.writing_paused:
             self._resume_reading()
+
+    def _yield_turn(self) -> None:
+        """Let other clients run; go on with this pipeline in the next turn."""
+        self._pause_reading()
+        self._scheduled = True
+        asyncio.get_running_loop().call_soon(self._process)
 
     def _commit_done(self, _future: Any) -> None:
         replies = self.replies
@@ -208,8 +246,21 @@ class RespConnection(asyncio.Protocol):
             except BaseException as exc:  # cancelled at shutdown
                 out.append(encode_error(f"ERR {type(exc).__name__}"))
         if out and not self.closed and self.transport is not None:
-            self.transport.write(b"".join(out))
-        if not replies and not self._scheduled:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if replies or self._scheduled:
+            return
+        # Go on only where something waits: a held command, paused reading, a
+        # close to finish, or bytes past what the last run parsed.
+        session = self.session
+        if (
+            self.held is not None
+            or self.reading_paused
+            or self.draining
+            or self.server.stopping
+            or self.parser.buffered
+            or session is None
+            or session.closing
+        ):
             self._process()
 
     # -- out-of-band -------------------------------------------------------------------

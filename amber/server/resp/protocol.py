@@ -80,7 +80,7 @@ class RequestParser:
     ``feed`` what arrives, then call ``next`` until it returns ``None``.
     """
 
-    __slots__ = ("_max_inline", "_max_request", "_mid_frame", "_pending", "_reader", "_unparsed")
+    __slots__ = ("_max_inline", "_max_request", "_mid_frame", "_pending", "_reader")
 
     def __init__(
         self,
@@ -94,8 +94,6 @@ class RequestParser:
         self._pending = bytearray()
         #: Whether hiredis holds part of a frame (its bytes may all be consumed).
         self._mid_frame = False
-        #: Roughly the bytes hiredis holds that no returned command accounted for.
-        self._unparsed = 0
 
     def feed(self, data: bytes) -> None:
         """Take the next bytes of the stream."""
@@ -104,9 +102,13 @@ class RequestParser:
         if self._mid_frame or (not self._pending and data[0] == 42):  # b"*"
             self._reader.feed(data)
             self._mid_frame = True
-            self._unparsed += len(data)
         else:
             self._pending += data
+
+    @property
+    def buffered(self) -> bool:
+        """Whether bytes not returned as a command yet are held."""
+        return self._mid_frame or bool(self._pending)
 
     def next(self) -> list[bytes] | None:
         """The next complete command, or ``None`` until more bytes arrive.
@@ -120,35 +122,34 @@ class RequestParser:
                     frame = reader.gets()
                 except hiredis.ProtocolError as exc:
                     raise ProtocolError(f"Protocol error: {exc}") from None
-                if frame is False:
-                    if self._unparsed > self._max_request:
-                        raise ProtocolError(
-                            f"Protocol error: request larger than {self._max_request} bytes"
-                        )
-                    if not self._pending:
-                        return None
-                    # hiredis needs more bytes: they are all in _pending.
-                    data = bytes(self._pending)
-                    self._pending.clear()
-                    reader.feed(data)
-                    self._unparsed += len(data)
-                    continue
                 if not reader.has_data():
-                    self._mid_frame = False
-                    self._unparsed = 0
-                elif type(frame) is list:
-                    # Roughly what the frame took on the wire (headers counted high).
-                    self._unparsed -= sum(map(len, frame)) + 16 * len(frame) + 16
+                    self._mid_frame = frame is False
                 if type(frame) is list:
-                    if frame and all(type(a) is bytes for a in frame):
-                        if len(frame) > MAX_ARGS:
-                            raise ProtocolError("Protocol error: invalid multibulk length")
-                        return frame
                     if not frame:
                         continue  # "*0": Redis ignores it
+                    for arg in frame:
+                        if type(arg) is not bytes:
+                            raise ProtocolError("Protocol error: expected an array of bulk strings")
+                    if len(frame) > MAX_ARGS:
+                        raise ProtocolError("Protocol error: invalid multibulk length")
+                    return frame
                 if frame is None:
                     continue  # "*-1"
-                raise ProtocolError("Protocol error: expected an array of bulk strings")
+                if frame is not False:
+                    raise ProtocolError("Protocol error: expected an array of bulk strings")
+                # hiredis needs more bytes. What it holds is about the part of
+                # the frame it has (it drops consumed bytes in 1 KiB steps).
+                if reader.len() > self._max_request:
+                    raise ProtocolError(
+                        f"Protocol error: request larger than {self._max_request} bytes"
+                    )
+                if not self._pending:
+                    return None
+                # The rest of the frame is in _pending.
+                data = bytes(self._pending)
+                self._pending.clear()
+                reader.feed(data)
+                continue
             if not self._pending:
                 return None
             if self._pending[0] == 42:
@@ -156,7 +157,6 @@ class RequestParser:
                 self._pending.clear()
                 reader.feed(data)
                 self._mid_frame = True
-                self._unparsed += len(data)
                 continue
             command = self._inline()
             if command is None:
@@ -261,15 +261,40 @@ def encoder_for(protocol: int) -> Encoder:
 
 
 def _encode2(value: Any) -> bytes:
+    kind = type(value)
+    if kind is bytes:  # the commonest replies first, without a list
+        return b"$%d\r\n%b\r\n" % (len(value), value)
+    if kind is Simple:
+        return _simple(value)
+    if value is None:
+        return b"$-1\r\n"
     out: list[bytes] = []
     _write(value, out, False)
     return b"".join(out)
 
 
 def _encode3(value: Any) -> bytes:
+    kind = type(value)
+    if kind is bytes:
+        return b"$%d\r\n%b\r\n" % (len(value), value)
+    if kind is Simple:
+        return _simple(value)
     out: list[bytes] = []
     _write(value, out, True)
     return b"".join(out)
+
+
+_simple_cache: dict[str, bytes] = {}
+
+
+def _simple(value: str) -> bytes:
+    """``+text``; the few simple strings there are (OK, QUEUED, PONG …) are kept encoded."""
+    data = _simple_cache.get(value)
+    if data is None:
+        data = b"+" + _clean(value).encode() + b"\r\n"
+        if len(_simple_cache) < 256:
+            _simple_cache[str(value)] = data
+    return data
 
 
 def _write(value: Any, out: list[bytes], resp3: bool) -> None:
@@ -284,7 +309,7 @@ def _write(value: Any, out: list[bytes], resp3: bool) -> None:
     elif value is None:
         out.append(b"_\r\n" if resp3 else b"$-1\r\n")
     elif kind is Simple:
-        out.append(b"+" + _clean(value).encode() + b"\r\n")
+        out.append(_simple(value))
     elif kind is ErrorReply:
         out.append(encode_error(value))
     elif kind is list or kind is tuple or kind is Push:
