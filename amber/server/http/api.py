@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from fastapi import Query
 
 from ...database import Table
 from ...model import check_table
 from ..context import ServerContext
 
-__all__ = ["HttpApi"]
+__all__ = ["Consistency", "HttpApi"]
+
+#: ``?consistency=``: linearizable (the default; in a cluster, after a Raft
+#: log barrier) or stale (this replica's state, no round trip).
+Consistency = Annotated[
+    Literal["linearizable", "stale"],
+    Query(description="linearizable (default) or stale: in a cluster, skip the log barrier."),
+]
 
 
 @dataclass
@@ -37,6 +46,11 @@ class HttpApi:
                 return None
             handle = self._handles[name] = self.ctx.db.table(name)
         return handle
+
+    async def read_point(self, consistency: str) -> None:
+        """Wait, unless stale reads were asked for, until the read is linearizable."""
+        if consistency != "stale":
+            await self.ctx.db.abarrier()
 
     def table(self, name: str) -> Table:
         """The table ``name`` for a write (which creates it)."""

@@ -28,7 +28,7 @@ from starlette.responses import Response
 from ...database import Delete, Entry, Merge, Put
 from ...errors import InvalidArgument, NotFound
 from ...model import check_key, check_table
-from .api import HttpApi
+from .api import Consistency, HttpApi
 from .bodies import JSON, MERGE_PATCH_JSON, json_response, read_json
 from .conditions import check_read, etag, parse_entity_tags, write_compares
 from .problems import problem_responses
@@ -136,11 +136,14 @@ def key_router(api: HttpApi) -> APIRouter:
         responses={
             200: {"content": {JSON: {"schema": {}}}, "description": "The document."},
             304: {"description": "Not modified (If-None-Match matched)."},
-            **problem_responses(400, 404, 412),
+            **problem_responses(400, 404, 412, 503),
         },
     )
-    async def get_key(request: Request, table: str, key: str) -> Response:
+    async def get_key(
+        request: Request, table: str, key: str, consistency: Consistency = "linearizable"
+    ) -> Response:
         table, key = names(table, key)
+        await api.read_point(consistency)
         handle = api.existing(table)
         entry = None if handle is None else handle.entry(key)
         headers = request.headers

@@ -6,10 +6,12 @@ from typing import Any
 
 from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from .api import HttpApi
 from .bodies import json_response
+from .problems import problem_responses
 
 __all__ = ["ops_router"]
 
@@ -35,6 +37,22 @@ def ops_router(api: HttpApi) -> APIRouter:
         except Exception as exc:  # a closed database: unhealthy, not an error page
             return json_response({"status": "down", "detail": str(exc)}, 503)
         return json_response(report, 200 if report.get("status") == "ok" else 503)
+
+    @router.get(
+        "/v1/cluster",
+        name="cluster",
+        summary="Cluster status: members, leader, term, commit/applied index, lag, health",
+        response_model=None,
+        responses={
+            200: {"content": {"application/json": {"schema": {"type": "object"}}}},
+            **problem_responses(404),
+        },
+    )
+    async def cluster() -> Response:
+        status = ctx.db.cluster_status()
+        if status is None:
+            raise HTTPException(404, "this server is not in a cluster (start it with --node-id)")
+        return json_response(status)
 
     @router.get(
         "/metrics",

@@ -27,7 +27,7 @@ from starlette.responses import Response
 from ...database import DropTable, Page
 from ...errors import InvalidQuery
 from ...model import check_table
-from .api import HttpApi
+from .api import Consistency, HttpApi
 from .bodies import json_response
 from .problems import problem_responses
 
@@ -85,8 +85,14 @@ def tables_router(api: HttpApi) -> APIRouter:
     router = APIRouter(tags=["tables"])
     db = api.ctx.db
 
-    @router.get("/v1/tables", name="list_tables", summary="List the tables")
-    async def list_tables() -> TableList:
+    @router.get(
+        "/v1/tables",
+        name="list_tables",
+        summary="List the tables",
+        responses=problem_responses(400, 503),
+    )
+    async def list_tables(consistency: Consistency = "linearizable") -> TableList:
+        await api.read_point(consistency)
         revision = db.revision
         tables = [TableInfo(name=name, keys=len(db.table(name))) for name in db.tables()]
         return TableList(tables=tables, revision=revision)
@@ -96,7 +102,7 @@ def tables_router(api: HttpApi) -> APIRouter:
         name="scan",
         summary="Scan a table's keys in order",
         response_model=ScanPage,
-        responses=problem_responses(400),
+        responses=problem_responses(400, 503),
     )
     async def scan(
         table: str,
@@ -109,8 +115,10 @@ def tables_router(api: HttpApi) -> APIRouter:
         where: Annotated[
             str | None, Query(description='JSON conditions, e.g. [["age", ">", 30]].')
         ] = None,
+        consistency: Consistency = "linearizable",
     ) -> Response:
         spec = parse_where(where)
+        await api.read_point(consistency)
         handle = api.existing(table)
         if handle is None:
             page = Page([], False, db.revision)
