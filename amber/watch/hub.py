@@ -349,13 +349,7 @@ class WatchHub:
         """
         with self._lock:
             last = self._history.revision
-            watchers = list(self._everywhere)
-            for index in self._tables.values():
-                for bucket in (*index.keys.values(), *index.prefixes.values()):
-                    watchers.extend(bucket)
-            self._everywhere.clear()
-            self._tables.clear()
-            self._watchers = 0
+            watchers = self._detach_all()
         for watcher in watchers:
             watcher.end(Lagged(last))
         self.restore(revision)
@@ -381,17 +375,22 @@ class WatchHub:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
+    def _detach_all(self) -> list[Watcher]:
+        """Unregister every watcher and return them (lock held)."""
+        watchers = list(self._everywhere)
+        for index in self._tables.values():
+            for bucket in (*index.keys.values(), *index.prefixes.values()):
+                watchers.extend(bucket)
+        self._everywhere.clear()
+        self._tables.clear()
+        self._watchers = 0
+        return watchers
+
     def close(self) -> None:
         """End every watch with ``Closed`` (after what is queued); idempotent."""
         with self._lock:
             self._closed = True
-            watchers = list(self._everywhere)
-            for index in self._tables.values():
-                for bucket in (*index.keys.values(), *index.prefixes.values()):
-                    watchers.extend(bucket)
-            self._everywhere.clear()
-            self._tables.clear()
-            self._watchers = 0
+            watchers = self._detach_all()
         for watcher in watchers:
             watcher.end(Closed("the database was closed"))
         self.dispatcher.stop()  # after delivering what callback watches had queued
