@@ -197,3 +197,58 @@ def test_cluster_config_refuses_without_a_secret_and_bad_peers():
         ClusterConfig("n1", "127.0.0.1:7390", {"n1": "127.0.0.1:7391"}, insecure=True)
     with pytest.raises(InvalidArgument, match="host:port"):
         ClusterConfig("n1", "127.0.0.1:7390", {"n2": "nowhere"}, insecure=True)
+
+
+def test_leadership_moves_on_request(trio: list[amber.Database]):
+    leader = _leader(trio)
+    target = next(db for db in trio if db is not leader)
+    target_id = target.cluster_status()["node_id"]
+    leader.table("t").put("k", 1)
+    target.barrier()  # caught up: PySyncObj only hands over to a follower that is
+    leader.cluster_change("transfer", target_id)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _leader(trio) is not target:
+        time.sleep(0.05)
+    assert _leader(trio) is target
+    leader.table("t").put("k", 2)  # the old leader forwards now
+    for db in trio:
+        db.barrier()
+        assert db.table("t").get("k") == 2
+
+
+def test_only_the_leader_proposes_expirations_and_every_member_applies_them(tmp_path: Path):
+    configs = _configs(3)
+    with ThreadPoolExecutor(3) as pool:
+        dbs = list(
+            pool.map(
+                lambda c: amber.open_cluster(tmp_path / c.node_id, c, ttl_sweep_ms=50), configs
+            )
+        )
+    try:
+        watches = [db.watch(table="t") for db in dbs]
+        dbs[1].table("t").put("short", 1, ttl=0.2)
+        dbs[2].table("t").put("long", 1)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any("short" in _rows(db)["t"] for db in dbs):
+            time.sleep(0.05)
+        kinds = []
+        for watch in watches:
+            events = []
+            for batch in watch.batches():
+                events.extend((e.revision, e.key, e.type) for e in batch.events)
+                if any(t == "expire" for _, _, t in events):
+                    break
+            watch.close()
+            kinds.append(events)
+        assert kinds[0] == kinds[1] == kinds[2]
+        assert [k for _, k, t in kinds[0] if t == "expire"] == ["short"]
+        assert all(_rows(db)["t"] == {"long": 1} for db in dbs)
+        leader = _leader(dbs)
+        for db in dbs:
+            if db is not leader:
+                db.table("t").put("due", 1, ttl=0.01)
+                time.sleep(0.02)
+                assert db.sweep_expired() == 0  # a follower never proposes
+    finally:
+        for db in dbs:
+            db.close()
