@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint typecheck unit bench soak clean
+.PHONY: run cluster test lint typecheck unit bench soak chaos clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 ## run: serve ./data (Redis protocol, HTTP, KV text); Ctrl-C stops it
 run: $(STAMP)
 	$(VENV)/bin/amber serve --data ./data
+
+## cluster: a local 3-node Raft cluster (RESP 7400/7410/7420, HTTP +1); Ctrl-C stops it
+cluster: $(STAMP)
+	$(VENV)/bin/amber cluster up --nodes 3 --data ./cluster-data
 
 ## test: lint, type-check, then the test suite (under 15 minutes)
 test: lint typecheck unit
@@ -36,10 +40,16 @@ bench: $(STAMP)
 	$(PY) bench/redis_compare.py
 	$(PY) bench/http_load.py
 	$(PY) bench/backends.py
+	$(PY) bench/cluster.py
 
 ## soak: the long runs (500 crash cycles, …)
 soak: $(STAMP)
 	AMBER_CRASH_CYCLES=500 $(PY) -m pytest -q -m slow
+
+## chaos: randomized fault-injection rounds for CHAOS_MINUTES (15); failing seeds kept in chaos-runs/
+CHAOS_MINUTES ?= 15
+chaos: $(STAMP)
+	$(PY) -m amber.chaos.soak --minutes $(CHAOS_MINUTES) --out chaos-runs
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import (
     backup,  # noqa: F401  (registers its commands)
+    chaos,  # noqa: F401  (registers its commands)
     check,  # noqa: F401  (registers its commands)
     cluster,  # noqa: F401  (registers its commands)
     data,  # noqa: F401  (registers its commands)

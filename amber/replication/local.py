@@ -5,6 +5,10 @@ nodes the same way: one process per node on loopback, each with its own
 data folder, RESP/HTTP/raft ports from a base port, and a shared secret
 file. Ports per node ``i`` (from 0): RESP ``base + 10·i``, HTTP ``+1``,
 raft ``+2`` (the KV text protocol is off).
+
+``peer_address(from_node, to_node)``, when given, says which raft address
+``from_node`` is told for ``to_node`` in its ``--peers`` (by default the
+real one): the chaos harness routes links through its TCP proxies with it.
 """
 
 from __future__ import annotations
@@ -12,13 +16,14 @@ from __future__ import annotations
 import os
 import random
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +31,13 @@ from pathlib import Path
 __all__ = ["LocalCluster", "LocalNode", "ensure_secret", "free_base_port"]
 
 
-def free_base_port(nodes: int, *, attempts: int = 200) -> int:
-    """A base port whose ``base + 10·i + {0, 1, 2}`` are all free on loopback now."""
+def free_base_port(
+    nodes: int, *, attempts: int = 200, low: int = 20_000, high: int = 60_000
+) -> int:
+    """A base port in ``[low, high)`` whose ``base + 10·i + {0, 1, 2}`` are all free now."""
     rng = random.Random()
     for _ in range(attempts):
-        base = rng.randrange(20_000, 60_000, 10)
+        base = rng.randrange(low, high, 10)
         wanted = [base + 10 * i + j for i in range(nodes) for j in range(3)]
         if all(_port_free(port) for port in wanted):
             return base
@@ -95,8 +102,10 @@ class LocalCluster:
         secret_file: Path | None = None,
         extra_args: Iterable[str] = (),
         log_level: str = "warning",
+        peer_address: Callable[[LocalNode, LocalNode], str] | None = None,
     ) -> None:
         self.folder = Path(folder)
+        self.peer_address = peer_address
         self.secret_file = secret_file or ensure_secret(self.folder / "cluster.secret")
         self.durability = durability
         self.extra_args = list(extra_args)
@@ -126,8 +135,9 @@ class LocalCluster:
 
     def command(self, node: LocalNode, members: Iterable[LocalNode] | None = None) -> list[str]:
         """The ``amber serve`` command line of ``node`` (peers: ``members`` or all others)."""
+        address = self.peer_address or (lambda _from, to: to.raft_address)
         peers = ",".join(
-            f"{m.node_id}={m.raft_address}"
+            f"{m.node_id}={address(node, m)}"
             for m in (self.nodes if members is None else members)
             if m is not node
         )
@@ -168,6 +178,7 @@ class LocalCluster:
                 del node.output[:-200]
                 if line.strip() == "ready":
                     ready.set()
+            proc.stdout.close()
             ready.set()
 
         threading.Thread(target=pump, name=f"amber-{node.node_id}-out", daemon=True).start()
@@ -215,6 +226,12 @@ class LocalCluster:
     def resume(self, node: LocalNode) -> None:
         if node.proc is not None and node.proc.poll() is None:
             node.proc.send_signal(signal.SIGCONT)
+
+    def wipe(self, node: LocalNode) -> None:
+        """Delete a stopped node's data folder, so its next start is a fresh member."""
+        if node.running:
+            raise RuntimeError(f"node {node.node_id} is running; stop it before wiping")
+        shutil.rmtree(node.data, ignore_errors=True)
 
     def stop_all(self) -> None:
         for node in self.nodes:

@@ -1,0 +1,348 @@
+# mypy: disable-error-code="no-untyped-call"
+"""The nemesis: a seeded schedule of faults, and the executor that injects them.
+
+:func:`plan` is pure: the same ``(seed, seconds, kinds, nodes)`` always gives
+the same list of :class:`Fault` — when, what, and an abstract target
+(``leader``, or a pick that selects among the members at run time, so a
+replay with the same seed hits the same positions). One fault at a time,
+each followed by a quiet gap:
+
+- ``kill``: SIGKILL a node (the leader or a random one); restart it at the
+  end of the window (``LocalCluster.start``: it rejoins with its data).
+- ``pause``: SIGSTOP, then SIGCONT.
+- ``partition``: through the per-link proxies (:mod:`amber.chaos.proxy`):
+  ``isolate-leader`` (leader | rest), ``halves`` (a random minority |
+  majority), ``bridge`` (two halves that only one node connects).
+- ``membership``: ``AMBER.CLUSTER REMOVE`` the member with the greatest raft
+  address (leadership is transferred away first if it leads), stop it and
+  wipe its folder; at the end of the window start it fresh and
+  ``AMBER.CLUSTER ADD`` it again. Always that member, because it is the one
+  every node knows by its real address when links run through proxies.
+
+:class:`Nemesis` executes a plan against a
+:class:`~amber.replication.local.LocalCluster` and records what actually
+happened (:class:`FaultRecord`: the nodes hit, wall times, any error);
+:meth:`Nemesis.heal_all` undoes whatever is still in effect.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from ..replication.local import LocalCluster, LocalNode
+from .proxy import ProxyNetwork
+from .wire import error_code, find_leader, resp_client, status
+
+__all__ = ["KINDS", "Fault", "FaultRecord", "Nemesis", "plan"]
+
+KINDS = ("kill", "pause", "partition", "membership")
+_PARTITIONS = ("isolate-leader", "halves", "bridge")
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """One planned fault: ``start`` and ``duration`` in seconds from the run's start."""
+
+    start: float
+    kind: str
+    target: str
+    duration: float
+    #: Chooses among the members at run time (index, shuffle seed).
+    pick: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "start": round(self.start, 3),
+            "kind": self.kind,
+            "target": self.target,
+            "duration": round(self.duration, 3),
+            "pick": self.pick,
+        }
+
+
+def plan(
+    seed: int,
+    seconds: float,
+    kinds: Sequence[str],
+    nodes: int,
+    *,
+    warmup: float = 2.0,
+    window: tuple[float, float] = (2.0, 5.0),
+    gap: tuple[float, float] = (1.5, 3.0),
+) -> list[Fault]:
+    """The fault schedule of a run; deterministic in its arguments."""
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown:
+        raise ValueError(f"unknown nemesis {', '.join(unknown)}; choose from {', '.join(KINDS)}")
+    if not kinds:
+        return []
+    rng = random.Random(f"amber-chaos-{seed}")
+    faults: list[Fault] = []
+    t = warmup
+    while t < seconds - 1.0 and len(faults) < 10_000:
+        kind = rng.choice(sorted(set(kinds)))
+        duration = min(rng.uniform(*window), max(0.5, seconds - t))
+        if kind in ("kill", "pause"):
+            target = "leader" if rng.random() < 0.5 else "random"
+        elif kind == "partition":
+            target = rng.choice(_PARTITIONS) if nodes >= 3 else "isolate-leader"
+        else:
+            target = "newest"
+        faults.append(Fault(round(t, 3), kind, target, round(duration, 3), rng.randrange(2**31)))
+        t += duration + rng.uniform(*gap)
+    return faults
+
+
+@dataclass
+class FaultRecord:
+    """What a fault did: times are seconds on the history's clock."""
+
+    fault: Fault
+    nodes: list[str] = field(default_factory=list)
+    start: float | None = None
+    end: float | None = None
+    detail: str = ""
+    error: str | None = None
+
+    @property
+    def injected(self) -> bool:
+        return self.start is not None and self.error is None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.fault.to_json(),
+            "nodes": self.nodes,
+            "applied_at": None if self.start is None else round(self.start, 3),
+            "healed_at": None if self.end is None else round(self.end, 3),
+            "detail": self.detail,
+            "error": self.error,
+        }
+
+
+class Nemesis:
+    """Executes a plan on its own thread; every wait is bounded by the plan's end."""
+
+    def __init__(
+        self,
+        cluster: LocalCluster,
+        proxies: ProxyNetwork | None,
+        faults: Sequence[Fault],
+        clock: Callable[[], float],
+        log: Callable[[str], None] = lambda _: None,
+    ) -> None:
+        self.cluster = cluster
+        self.proxies = proxies
+        self.faults = list(faults)
+        self.clock = clock
+        self.log = log
+        self.records: list[FaultRecord] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="nemesis", daemon=True)
+        self._killed: set[str] = set()
+        self._paused: set[str] = set()
+        self._removed: str | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def members(self) -> list[LocalNode]:
+        return list(self.cluster.nodes)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 90.0) -> None:
+        """Stop injecting (the fault in progress is healed first)."""
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        for fault in self.faults:
+            if not self._wait_until(fault.start):
+                return
+            record = FaultRecord(fault)
+            self.records.append(record)
+            try:
+                self._apply(record)
+            except Exception as exc:  # a fault that cannot be applied is reported, not fatal
+                record.error = f"{error_code(exc)}: {exc}"
+            at = record.start if record.start is not None else self.clock()
+            self.log(f"{at:7.2f}s {fault.kind} {record.nodes} {record.detail} {record.error or ''}")
+            self._wait_until(fault.start + fault.duration)
+            try:
+                self._heal(record)
+            except Exception as exc:
+                record.error = (record.error or "") + f" heal: {error_code(exc)}: {exc}"
+            record.end = self.clock()
+
+    def _wait_until(self, at: float) -> bool:
+        delay = at - self.clock()
+        return not self._stop.wait(delay) if delay > 0 else not self._stop.is_set()
+
+    # -- faults ----------------------------------------------------------------------
+
+    def _target(self, fault: Fault) -> LocalNode:
+        members = [n for n in self.members if n.running]
+        if fault.target == "leader":
+            leader = find_leader(self.cluster, self.members, timeout=3.0)
+            if leader is not None:
+                return leader
+        return sorted(members, key=lambda n: n.node_id)[fault.pick % len(members)]
+
+    def _apply(self, record: FaultRecord) -> None:
+        fault = record.fault
+        if fault.kind == "kill":
+            node = self._target(fault)
+            record.nodes = [node.node_id]
+            record.start = self.clock()
+            self.cluster.kill(node)
+            self._killed.add(node.node_id)
+        elif fault.kind == "pause":
+            node = self._target(fault)
+            record.nodes = [node.node_id]
+            record.start = self.clock()
+            self.cluster.pause(node)
+            self._paused.add(node.node_id)
+        elif fault.kind == "partition":
+            self._partition(record)
+        elif fault.kind == "membership":
+            self._remove(record)
+
+    def _partition(self, record: FaultRecord) -> None:
+        if self.proxies is None:
+            raise RuntimeError("partitions need the proxy network")
+        fault = record.fault
+        ids = sorted(n.node_id for n in self.members)
+        rng = random.Random(fault.pick)
+        if fault.target == "isolate-leader":
+            leader = find_leader(self.cluster, self.members, timeout=3.0)
+            alone = leader.node_id if leader is not None else rng.choice(ids)
+            groups = [[alone], [i for i in ids if i != alone]]
+        else:
+            rng.shuffle(ids)
+            half = len(ids) // 2
+            groups = [ids[:half], ids[half:]]
+        record.start = self.clock()
+        if fault.target == "bridge" and len(ids) >= 3:
+            # ids[half] talks to both sides; every other link across the halves is cut.
+            bridge = ids[half]
+            left, right = ids[:half], ids[half + 1 :]
+            cut = [(a, b) for a in left for b in right]
+            for a, b in cut:
+                self.proxies.cut(a, b)
+            record.detail = f"{left} | {right}, bridged by {bridge}"
+        else:
+            cut = self.proxies.partition(groups)
+            record.detail = f"{groups[0]} | {groups[1]}"
+        record.nodes = sorted({n for link in cut for n in link})
+
+    def _remove(self, record: FaultRecord) -> None:
+        node = max(self.members, key=lambda n: n.raft_address)
+        record.nodes = [node.node_id]
+        leader = find_leader(self.cluster, self.members, timeout=5.0)
+        if leader is None:
+            raise RuntimeError("no leader to ask for the removal")
+        if leader is node:
+            leader = self._move_leadership(node)
+        record.start = self.clock()
+        _call(leader, "AMBER.CLUSTER", "REMOVE", node.node_id)
+        self._removed = node.node_id
+        self.cluster.stop(node)
+        self.cluster.wipe(node)
+        record.detail = f"removed via {leader.node_id}, wiped"
+
+    def _move_leadership(self, node: LocalNode) -> LocalNode:
+        """Transfer leadership away from ``node``; returns the new leader.
+
+        PySyncObj denies a transfer unless a follower holds the leader's whole
+        log, which under load is a moving target: retry for a few seconds.
+        """
+        deadline = time.monotonic() + 8.0
+        while time.monotonic() < deadline:
+            with contextlib.suppress(redis.RedisError, OSError):
+                _call(node, "AMBER.CLUSTER", "TRANSFER")
+            leader = find_leader(self.cluster, self.members, timeout=0.5)
+            if leader is not None and leader is not node:
+                return leader
+            time.sleep(0.05)
+        raise RuntimeError(f"leadership did not move away from {node.node_id} in 8 s")
+
+    # -- healing ---------------------------------------------------------------------
+
+    def _heal(self, record: FaultRecord) -> None:
+        kind = record.fault.kind
+        if kind == "kill":
+            self._restart_killed()
+        elif kind == "pause":
+            self._resume_paused()
+        elif kind == "partition" and self.proxies is not None:
+            self.proxies.heal()
+        elif kind == "membership":
+            self._rejoin(record)
+
+    def _restart_killed(self) -> None:
+        for node_id in sorted(self._killed):
+            node = self.cluster.node(node_id)
+            if not node.running:
+                self.cluster.start(node)
+            self._killed.discard(node_id)
+
+    def _resume_paused(self) -> None:
+        for node_id in sorted(self._paused):
+            self.cluster.resume(self.cluster.node(node_id))
+            self._paused.discard(node_id)
+
+    def _rejoin(self, record: FaultRecord | None) -> None:
+        if self._removed is None:
+            return
+        node = self.cluster.node(self._removed)
+        if not node.running:
+            self.cluster.start(node)
+        others = [n for n in self.members if n is not node]
+        error: Exception | None = None
+        for _ in range(10):
+            leader = find_leader(self.cluster, others, timeout=5.0)
+            if leader is None:
+                continue
+            try:
+                if not _is_member(leader, node):
+                    _call(leader, "AMBER.CLUSTER", "ADD", node.node_id, node.raft_address)
+            except redis.RedisError as exc:
+                error = exc
+                time.sleep(0.5)
+                continue
+            self._removed = None
+            if record is not None:
+                record.detail += f"; re-added via {leader.node_id}"
+            return
+        raise RuntimeError(f"could not add {node.node_id} back: {error}")
+
+    def heal_all(self) -> None:
+        """Undo every fault still in effect: proxies, pauses, kills, a removed member."""
+        if self.proxies is not None:
+            self.proxies.heal()
+        self._resume_paused()
+        for node in self.members:  # a paused-then-stopped corner: resume is harmless
+            self.cluster.resume(node)
+        self._restart_killed()
+        self._rejoin(None)
+
+
+def _is_member(leader: LocalNode, node: LocalNode) -> bool:
+    """Whether ``leader`` lists ``node`` (an ADD whose reply was lost may have worked)."""
+    return any(m["id"] == node.node_id for m in status(leader)["members"])
+
+
+def _call(node: LocalNode, *args: str) -> Any:
+    client = resp_client(node, timeout=15.0)
+    try:
+        return client.execute_command(*args)
+    finally:
+        client.close()
