@@ -18,6 +18,14 @@ A run, step by step (every step bounded in time):
 5. stop the cluster (always, in ``finally``), close the proxies, judge
    (:func:`~amber.chaos.verdict.judge`), and write ``history.jsonl``,
    ``watch.json``, ``report.json`` and ``timeline.png`` into ``out``.
+
+With the ``crash`` nemesis (``--nodes 1`` only) step 1 starts one plain
+server instead (:class:`~amber.chaos.single.SingleServer`: no Raft, the log
+backend on the volatile file layer, so a SIGKILL loses what was not
+fsynced) and "a leader" means "it answers PING". The same workload and
+checkers apply: a single server must be linearizable too, and with
+``durability="always"`` lose no acknowledged write; with ``never`` it may,
+and the durability checker is expected to say so.
 """
 
 from __future__ import annotations
@@ -33,10 +41,12 @@ from typing import Any
 
 import redis
 
+from ..config import DURABILITY_MODES
 from ..replication.local import LocalCluster, LocalNode, free_base_port
 from .history import Record
-from .nemesis import KINDS, Nemesis, plan
+from .nemesis import ALL_KINDS, CRASH, KINDS, Nemesis, plan
 from .proxy import ProxyNetwork
+from .single import SingleServer, ready
 from .verdict import Judgement, judge, save_watch
 from .wire import find_leader, resp_client, status
 from .workload import (
@@ -74,13 +84,23 @@ class ChaosOptions:
     check_budget: float = 60.0
     #: Longest wait for the healed cluster to agree again.
     recovery_timeout: float = 60.0
+    #: The servers' ``--durability``.
+    durability: str = "always"
 
     def __post_init__(self) -> None:
-        unknown = set(self.nemesis) - set(KINDS)
+        unknown = set(self.nemesis) - set(ALL_KINDS)
         if unknown:
-            raise ValueError(f"unknown nemesis {sorted(unknown)}; choose from {', '.join(KINDS)}")
+            raise ValueError(
+                f"unknown nemesis {sorted(unknown)}; choose from {', '.join(ALL_KINDS)}"
+            )
         if not 1 <= self.nodes <= 9:
             raise ValueError("--nodes must be between 1 and 9")
+        if CRASH in self.nemesis and (self.nodes != 1 or len(set(self.nemesis)) > 1):
+            raise ValueError(
+                "the crash nemesis runs alone on a single server: --nodes 1 --nemesis crash"
+            )
+        if self.durability not in DURABILITY_MODES:
+            raise ValueError(f"--durability must be one of {', '.join(DURABILITY_MODES)}")
         if self.clients < 1 or self.keys < 1 or self.seconds <= 0:
             raise ValueError("--clients, --keys and --seconds must be positive")
 
@@ -96,6 +116,11 @@ class ChaosRun:
     timings: dict[str, float]
     notes: list[str] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def single(self) -> bool:
+        """A single plain server (the crash nemesis), not a cluster."""
+        return CRASH in self.options.nemesis
 
     @property
     def faults_injected(self) -> int:
@@ -126,12 +151,19 @@ def run(options: ChaosOptions, log: Callable[[str], None] = lambda _: None) -> C
     notes: list[str] = []
     began = time.monotonic()
     proxies = ProxyNetwork(seed=options.seed) if "partition" in options.nemesis else None
-    cluster = LocalCluster(
-        out / "cluster",
-        options.nodes,
-        base_port=free_base_port(options.nodes, low=RAFT_PORTS[0], high=RAFT_PORTS[1]),
-        peer_address=proxies.peer_address if proxies is not None else None,
-    )
+    single = CRASH in options.nemesis
+    base_port = free_base_port(options.nodes, low=RAFT_PORTS[0], high=RAFT_PORTS[1])
+    cluster: LocalCluster
+    if single:
+        cluster = SingleServer(out / "cluster", base_port=base_port, durability=options.durability)
+    else:
+        cluster = LocalCluster(
+            out / "cluster",
+            options.nodes,
+            base_port=base_port,
+            durability=options.durability,
+            peer_address=proxies.peer_address if proxies is not None else None,
+        )
     recorder = Recorder(out / "history.jsonl")
     stop = threading.Event()
     watches: list[NodeWatch] = []
@@ -140,10 +172,14 @@ def run(options: ChaosOptions, log: Callable[[str], None] = lambda _: None) -> C
     final_revision: int | None = None
     try:
         cluster.start_all()
-        if find_leader(cluster, cluster.nodes, timeout=30) is None:
+        if single:
+            if not _wait_ready(cluster.nodes[0], 30):
+                raise RuntimeError("the server did not answer within 30 s")
+        elif find_leader(cluster, cluster.nodes, timeout=30) is None:
             raise RuntimeError("the cluster elected no leader within 30 s")
         timings["startup"] = time.monotonic() - began
-        log(f"cluster of {options.nodes} up in {timings['startup']:.1f}s; running the workload")
+        what = "single server (volatile files)" if single else f"cluster of {options.nodes}"
+        log(f"{what} up in {timings['startup']:.1f}s; running the workload")
         workload_end = time.monotonic() + options.seconds
         drain_deadline = workload_end + options.recovery_timeout + 60
         watches = [NodeWatch(n, stop=stop, deadline=drain_deadline) for n in cluster.nodes]
@@ -174,7 +210,7 @@ def run(options: ChaosOptions, log: Callable[[str], None] = lambda _: None) -> C
         nemesis.heal_all()
         timings["workload"] = recorder.now()
         healed = time.monotonic()
-        final_revision = _settle(cluster, options.recovery_timeout, notes)
+        final_revision = _settle(cluster, options.recovery_timeout, notes, single=single)
         timings["recovery"] = time.monotonic() - healed
         final_state, final_revision = _final_reads(cluster, recorder, options, notes)
         _drain(watches, final_revision, deadline=time.monotonic() + 20)
@@ -235,17 +271,43 @@ def _members(cluster: LocalCluster) -> list[LocalNode]:
     return list(cluster.nodes)
 
 
-def _settle(cluster: LocalCluster, timeout: float, notes: list[str]) -> int | None:
-    """Wait for a leader and for every member to hold the same revision for 2 s."""
+def _wait_ready(node: LocalNode, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    leader = find_leader(cluster, cluster.nodes, timeout=max(1.0, deadline - time.monotonic()))
-    if leader is None:
+    while not ready(node):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def _revision(node: LocalNode, single: bool) -> int:
+    if not single:
+        return int(status(node)["revision"])
+    client = resp_client(node, timeout=2.0)
+    try:
+        return int(client.execute_command("AMBER.REV"))
+    finally:
+        client.close()
+
+
+def _settle(
+    cluster: LocalCluster, timeout: float, notes: list[str], *, single: bool = False
+) -> int | None:
+    """Wait for a leader (or the single server) and for every member to hold the same
+    revision for 2 s."""
+    deadline = time.monotonic() + timeout
+    wait = max(1.0, deadline - time.monotonic())
+    if single:
+        if not _wait_ready(cluster.nodes[0], wait):
+            notes.append("the server did not come back after healing")
+            return None
+    elif find_leader(cluster, cluster.nodes, timeout=wait) is None:
         notes.append("no leader after healing")
         return None
     stable_since, last = time.monotonic(), None
     while time.monotonic() < deadline:
         try:
-            revisions = {status(n)["revision"] for n in _members(cluster)}
+            revisions = {_revision(n, single) for n in _members(cluster)}
         except (redis.RedisError, OSError, ValueError):
             revisions = set()
         if len(revisions) == 1:

@@ -13,6 +13,9 @@ each followed by a quiet gap:
 - ``partition``: through the per-link proxies (:mod:`amber.chaos.proxy`):
   ``isolate-leader`` (leader | rest), ``halves`` (a random minority |
   majority), ``bridge`` (two halves that only one node connects).
+- ``crash`` (a single server, ``--nodes 1``, run on the volatile file layer:
+  see :mod:`amber.chaos.single`): SIGKILL, which loses every byte not yet
+  fsynced, as a power cut would; restart at the end of a shorter window.
 - ``membership``: ``AMBER.CLUSTER REMOVE`` the member with the greatest raft
   address (leadership is transferred away first if it leads), stop it and
   wipe its folder; at the end of the window start it fresh and
@@ -41,9 +44,15 @@ from ..replication.local import LocalCluster, LocalNode
 from .proxy import ProxyNetwork
 from .wire import error_code, find_leader, resp_client, status
 
-__all__ = ["KINDS", "Fault", "FaultRecord", "Nemesis", "plan"]
+__all__ = ["ALL_KINDS", "CRASH", "KINDS", "Fault", "FaultRecord", "Nemesis", "plan"]
 
+#: The cluster nemeses (the default of ``amber chaos``).
 KINDS = ("kill", "pause", "partition", "membership")
+#: The single-server nemesis: a kill that loses un-fsynced bytes.
+CRASH = "crash"
+ALL_KINDS = (*KINDS, CRASH)
+#: A crashed server is down this long (it takes about a second to start again).
+_CRASH_WINDOW = (0.5, 2.0)
 _PARTITIONS = ("isolate-leader", "halves", "bridge")
 
 
@@ -79,9 +88,11 @@ def plan(
     gap: tuple[float, float] = (1.5, 3.0),
 ) -> list[Fault]:
     """The fault schedule of a run; deterministic in its arguments."""
-    unknown = sorted(set(kinds) - set(KINDS))
+    unknown = sorted(set(kinds) - set(ALL_KINDS))
     if unknown:
-        raise ValueError(f"unknown nemesis {', '.join(unknown)}; choose from {', '.join(KINDS)}")
+        raise ValueError(
+            f"unknown nemesis {', '.join(unknown)}; choose from {', '.join(ALL_KINDS)}"
+        )
     if not kinds:
         return []
     rng = random.Random(f"amber-chaos-{seed}")
@@ -89,8 +100,11 @@ def plan(
     t = warmup
     while t < seconds - 1.0 and len(faults) < 10_000:
         kind = rng.choice(sorted(set(kinds)))
-        duration = min(rng.uniform(*window), max(0.5, seconds - t))
-        if kind in ("kill", "pause"):
+        span = _CRASH_WINDOW if kind == CRASH else window
+        duration = min(rng.uniform(*span), max(0.5, seconds - t))
+        if kind == CRASH:
+            target = "server"
+        elif kind in ("kill", "pause"):
             target = "leader" if rng.random() < 0.5 else "random"
         elif kind == "partition":
             target = rng.choice(_PARTITIONS) if nodes >= 3 else "isolate-leader"
@@ -198,7 +212,7 @@ class Nemesis:
 
     def _apply(self, record: FaultRecord) -> None:
         fault = record.fault
-        if fault.kind == "kill":
+        if fault.kind in ("kill", CRASH):
             node = self._target(fault)
             record.nodes = [node.node_id]
             record.start = self.clock()
@@ -278,7 +292,7 @@ class Nemesis:
 
     def _heal(self, record: FaultRecord) -> None:
         kind = record.fault.kind
-        if kind == "kill":
+        if kind in ("kill", CRASH):
             self._restart_killed()
         elif kind == "pause":
             self._resume_paused()

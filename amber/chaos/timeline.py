@@ -23,6 +23,7 @@ _FAULT_COLOURS = {
     "pause": "#1f77b4",
     "partition": "#9467bd",
     "membership": "#8c564b",
+    "crash": "#ff7f0e",
 }
 
 

@@ -21,12 +21,18 @@ def chaos(  # noqa: PLR0917 - typer maps parameters to options
     nodes: Annotated[int, typer.Option(help="Cluster size.")] = 3,
     seconds: Annotated[float, typer.Option(help="How long the workload and faults run.")] = 60.0,
     nemesis: Annotated[
-        str, typer.Option(help="Comma-separated: kill, pause, partition, membership.")
+        str,
+        typer.Option(
+            help="Comma-separated: kill, pause, partition, membership; or crash (--nodes 1)."
+        ),
     ] = "kill,pause,partition,membership",
     clients: Annotated[int, typer.Option(help="Concurrent client processes.")] = 10,
     keys: Annotated[int, typer.Option(help="Registers (keys r:k0 …).")] = 8,
     seed: Annotated[int, typer.Option(help="Seed of the fault schedule and the workload.")] = 7,
     rate: Annotated[float, typer.Option(help="Operations per second per client, at most.")] = 10.0,
+    durability: Annotated[
+        str, typer.Option(help="The servers' --durability: always, interval or never.")
+    ] = "always",
     check_budget: Annotated[
         float, typer.Option(help="Seconds the linearizability search may take.")
     ] = 60.0,
@@ -47,6 +53,13 @@ def chaos(  # noqa: PLR0917 - typer maps parameters to options
     watch consistency (gap-free, identical on every node, replays to the
     final state). Writes OUT/history.jsonl, OUT/report.json, OUT/watch.json
     and OUT/timeline.png.
+
+    `--nodes 1 --nemesis crash` runs one plain (non-cluster) server instead,
+    through a test hook (AMBER_TEST_VOLATILE_FILES=1, not a user setting)
+    that keeps its un-fsynced log bytes in memory, and SIGKILLs and restarts
+    it: each kill loses what a power cut would. With `--durability always`
+    no acknowledged write may be lost; with `never` losses are expected and
+    reported.
 
     Exit code: 0 valid, 1 a violation was found, 2 unknown (the
     linearizability search ran out of its budget), 3 the harness failed.
@@ -74,6 +87,7 @@ def chaos(  # noqa: PLR0917 - typer maps parameters to options
             seed=seed,
             rate=rate,
             check_budget=check_budget,
+            durability=durability,
         )
     except ValueError as exc:
         fail(str(exc), HARNESS_FAILED)

@@ -17,6 +17,7 @@ from .crashfiles import CrashFiles
 from .files import FileLayer, OsFiles
 from .log import LogBackend
 from .memory import MemoryBackend, MemoryStorage
+from .volatile import VolatileFiles
 
 __all__ = [
     "Backend",
@@ -28,6 +29,7 @@ __all__ = [
     "OsFiles",
     "Recovered",
     "SnapshotData",
+    "VolatileFiles",
     "open_backend",
 ]
 

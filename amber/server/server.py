@@ -31,6 +31,12 @@ Background jobs of the server run under a :class:`~amber.node.supervisor.Supervi
 ``INFO amber``): ``keyspace-notifier`` (the database's watch stream turned
 into keyspace notifications) and ``metrics`` (request counts folded into
 Prometheus once a second).
+
+Test hook, not a feature: with ``AMBER_TEST_VOLATILE_FILES=1`` in its
+environment a single (non-cluster) server on a data folder opens the log
+backend on :class:`~amber.persistence.volatile.VolatileFiles`, which keeps
+un-synced bytes in process memory, so a SIGKILL loses them as a power cut
+would. ``amber chaos --nemesis crash`` uses it; never set it for real data.
 """
 
 from __future__ import annotations
@@ -47,8 +53,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .. import database
-from ..errors import Compacted
+from ..errors import Compacted, InvalidArgument
 from ..node.supervisor import Supervisor
+from ..persistence.volatile import ENV as VOLATILE_FILES_ENV
+from ..persistence.volatile import VolatileFiles
 from .commands import RuntimeConfig, ServerState
 from .commands.admin import snapshots_of
 from .context import ServerContext
@@ -216,6 +224,15 @@ async def _start_kvtext(
 
 def _open_database(settings: ServeSettings) -> database.Database:
     """The data folder alone, or as a member of a Raft cluster."""
+    if os.environ.get(VOLATILE_FILES_ENV, "") not in ("", "0"):
+        if settings.clustered or "://" in settings.data:
+            raise InvalidArgument(
+                f"{VOLATILE_FILES_ENV} (a test hook) needs a single server on a data folder"
+            )
+        log.warning("%s: un-synced writes are lost on any crash (test hook)", VOLATILE_FILES_ENV)
+        return database.open(
+            settings.data, config=settings.database_config(), files=VolatileFiles()
+        )
     if settings.clustered:
         return database.open_cluster(
             settings.data, settings.cluster_config(), config=settings.database_config()
@@ -351,9 +368,11 @@ def run(settings: ServeSettings) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # The event loop and the WAL flusher thread share the GIL: after an fsync the
-    # flusher waits for the loop to let go of it, up to the switch interval
-    # (5 ms by default), before it can apply and acknowledge a group.
+    # While fsyncs are quick the event loop commits its turn's writes itself; the
+    # WAL flusher thread leads only when they are slow, and always in a cluster
+    # (where the Raft thread commits too). Those threads share the GIL with the
+    # loop: after an fsync one waits for the busy loop to let go of it, up to the
+    # switch interval (5 ms by default), before it can apply and acknowledge.
     sys.setswitchinterval(0.0005)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(serve(settings))
