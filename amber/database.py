@@ -612,6 +612,30 @@ class Database:
         batch = self._txn_batch(compares, ops)
         return _txn_result(batch, await self._acommit(batch))
 
+    def commit_checked(self, ops: Sequence[Op], *, entries: bool = False) -> TxnResult:
+        """``txn((), ops)`` for ops that are already checked: the server's hot path.
+
+        The caller guarantees what ``txn`` would otherwise verify: every op is
+        a ``Put``/``Merge``/``Delete``/``DropTable`` built from
+        ``check_table``/``check_key`` names and ``freeze``-d values (and a
+        positive int ``ttl_ms``). Size limits are still enforced. The result
+        carries one entry per op only when ``entries`` is true, else none.
+        Durability and atomicity are those of ``txn``.
+        """
+        if not ops:
+            raise InvalidArgument("a transaction needs at least one operation")
+        batch = Batch(tuple(ops))
+        result = self._commit(batch)
+        return _txn_result(batch, result) if entries else TxnResult(result.revision)
+
+    async def acommit_checked(self, ops: Sequence[Op], *, entries: bool = False) -> TxnResult:
+        """``commit_checked`` for asyncio."""
+        if not ops:
+            raise InvalidArgument("a transaction needs at least one operation")
+        batch = Batch(tuple(ops))
+        result = await self._acommit(batch)
+        return _txn_result(batch, result) if entries else TxnResult(result.revision)
+
     def transaction(self) -> Transaction:
         """An optimistic read-write transaction (``with db.transaction() as tx:``).
 

@@ -29,7 +29,7 @@ import operator
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias, cast
 
 from sortedcontainers import SortedList
 
@@ -288,30 +288,35 @@ class Store:
     def _stage(self, staging: _Staging, op: Op, revision: int, now: int) -> Record | None:
         kind = type(op)
         if kind is Put or kind is Merge:
-            assert isinstance(op, Put | Merge)
-            prev = staging.live(op.table, op.key)
-            if isinstance(op, Put):
-                value = op.value
-                if op.ttl_ms is not None:
-                    expires: int | None = now + op.ttl_ms
+            # ``type(op) is`` and casts, not ``isinstance``: this runs for every write.
+            written = cast("Put | Merge", op)
+            prev = staging.live(written.table, written.key)
+            if kind is Put:
+                put = cast("Put", op)
+                value = put.value
+                if put.ttl_ms is not None:
+                    expires: int | None = now + put.ttl_ms
                 else:
-                    expires = prev[EXPIRES] if (op.keep_ttl and prev is not None) else None
+                    expires = prev[EXPIRES] if (put.keep_ttl and prev is not None) else None
             else:
-                value = merge_patch(prev[VALUE] if prev is not None else None, op.patch)
+                merge = cast("Merge", op)
+                value = merge_patch(prev[VALUE] if prev is not None else None, merge.patch)
                 if len(pack(value)) > self.limits.max_value_bytes:
                     raise TooLarge(
-                        f"merging into {op.table}:{op.key} would grow the value past "
+                        f"merging into {merge.table}:{merge.key} would grow the value past "
                         f"{self.limits.max_value_bytes} bytes"
                     )
-                if op.ttl_ms is not None:
-                    expires = now + op.ttl_ms
+                if merge.ttl_ms is not None:
+                    expires = now + merge.ttl_ms
                 else:
                     expires = prev[EXPIRES] if prev is not None else None
             if prev is None:
                 record: Record = (value, revision, revision, 1, expires)
             else:
                 record = (value, prev[CREATE], revision, prev[VERSION] + 1, expires)
-            staging.stage(op.table, op.key, "put" if kind is Put else "merge", record, prev)
+            staging.stage(
+                written.table, written.key, "put" if kind is Put else "merge", record, prev
+            )
             return record
         if kind is Delete:
             assert isinstance(op, Delete)

@@ -230,3 +230,48 @@ def test_fast_reads_are_counted(state: ServerState) -> None:
         assert connection.session.last_command == "DBSIZE"
 
     asyncio.run(main())
+
+
+def test_a_run_of_one_read_is_counted_in_one_go(state: ServerState) -> None:
+    async def main() -> None:
+        connection, transport = connect(state)
+        connection.data_received(pack("GET", "a") * 5)
+        await settle()
+        assert replies(transport) == [None] * 5
+        assert state.stats.commands["GET"][0] == 5
+
+    asyncio.run(main())
+
+
+def test_get_reads_through_remembered_handles_and_sees_drops_and_close(
+    state: ServerState,
+) -> None:
+    async def main() -> None:
+        connection, transport = connect(state)
+        connection.data_received(pack("SET", "t:k", "v") + pack("SET", "k", "w"))
+        await settle()
+        connection.data_received(pack("GET", "t:k") + pack("GET", "k") + pack(b"GET", b"\xff"))
+        await settle()
+        state.db.drop_table("t")  # the remembered handle is cleared in place
+        connection.data_received(pack("GET", "t:k"))
+        await settle()
+        assert replies(transport) == [
+            b"OK",
+            b"OK",
+            b"v",
+            b"w",
+            "-ERR key b'\\xff' is not valid UTF-8",
+            None,
+        ]
+
+    asyncio.run(main())
+
+
+def test_the_coalescer_commits_checked_ops_without_entries_unless_asked(
+    state: ServerState,
+) -> None:
+    result = state.db.commit_checked([Put("t", "k", "v")])
+    assert result.entries == [] and result.revision == state.db.revision
+    result = state.db.commit_checked([Put("t", "k", "w")], entries=True)
+    assert result.entries[0] is not None and result.entries[0].version == 2
+    assert state.db.table("t").get("k") == "w"

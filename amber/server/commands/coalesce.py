@@ -38,12 +38,20 @@ _EWMA = 0.2
 
 
 def coalescible(ops: list[Any]) -> bool:
-    """Plain puts of short strings and deletes: nothing that can fail at apply."""
+    """Plain puts of short strings and deletes: nothing that can fail at apply.
+
+    The ops must also be checked already (names, frozen values), as a
+    ``Scope`` or a blind handler builds them: the batch commits through
+    ``Database.commit_checked``, which does not check again.
+    """
     for op in ops:
         kind = type(op)
         if kind is Put:
             value = op.value
             if type(value) is not str or len(value) > MAX_VALUE_CHARS:
+                return False
+            ttl_ms = op.ttl_ms
+            if ttl_ms is not None and (type(ttl_ms) is not int or ttl_ms <= 0):
                 return False
         elif kind is not Delete:
             return False
@@ -113,6 +121,8 @@ class Coalescer:
         self.state = state
         self._ops: list[Any] = []
         self._waiters: list[_Waiter] = []
+        #: Some reply of the batch needs the entries its ops wrote (``Later``).
+        self._entries = False
         self._scheduled = False
         #: Moving average of the seconds a commit took (decides inline or not).
         self.commit_seconds = 0.0
@@ -134,6 +144,8 @@ class Coalescer:
             _Waiter(future, session, command, reply, started, first, len(self._ops))
         )
         session.pending += 1
+        if type(reply) is Later:
+            self._entries = True
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
@@ -143,8 +155,8 @@ class Coalescer:
         self._scheduled = False
         if not self._ops:
             return
-        ops, waiters = self._ops, self._waiters
-        self._ops, self._waiters = [], []
+        ops, waiters, entries = self._ops, self._waiters, self._entries
+        self._ops, self._waiters, self._entries = [], [], False
         state = self.state
         started = time.perf_counter()
         # A cluster commit waits on the network: never in the loop.
@@ -152,7 +164,7 @@ class Coalescer:
             result: Any = None
             error: BaseException | None = None
             try:
-                result = state.db.txn((), ops)
+                result = state.db.commit_checked(ops, entries=entries)
             except Exception as exc:
                 error = exc
             self._took(time.perf_counter() - started)
@@ -171,7 +183,7 @@ class Coalescer:
         keys = [(op.table, op.key) for op in ops]
         for key in keys:
             inflight[key] = done
-        task = loop.create_task(state.db.atxn((), ops))
+        task = loop.create_task(state.db.acommit_checked(ops, entries=entries))
 
         def finished(task: asyncio.Task[Any]) -> None:
             done.set_result(None)

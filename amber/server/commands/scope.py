@@ -16,11 +16,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ...database import Compare, Database, Delete, DropTable, Entry, Merge, Page, Put
+from ...database import Compare, Database, Delete, DropTable, Entry, Merge, Page, Put, Table
 from ...model import check_key, check_table, freeze, merge_patch
 from .values import MISSING
 
 __all__ = ["DirectReads", "MustDrain", "Scope"]
+
+#: Table handles a ``DirectReads`` remembers before it starts over.
+_MAX_HANDLES = 1024
 
 
 class MustDrain(Exception):
@@ -35,14 +38,28 @@ class MustDrain(Exception):
 class DirectReads:
     """The database's own reads, for read-only commands."""
 
-    __slots__ = ("db",)
+    __slots__ = ("_handles", "db")
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        #: Table handles by name: a GET skips ``Database.table``'s checks.
+        self._handles: dict[str, Table] = {}
 
     def get(self, table: str, key: str) -> Any:
         """The key's value or ``MISSING``."""
-        return self.db.table(table).get(key, MISSING)
+        handle = self._handles.get(table)
+        if handle is None:
+            handle = self.handle(table)
+        return handle.get(key, MISSING)
+
+    def handle(self, table: str) -> Table:
+        """``db.table(table)``, remembered (handles live as long as the database)."""
+        handle = self.db.table(table)
+        handles = self._handles
+        if len(handles) >= _MAX_HANDLES:
+            handles.clear()
+        handles[table] = handle
+        return handle
 
     def entry(self, table: str, key: str) -> Entry | None:
         return self.db.table(table).entry(key)

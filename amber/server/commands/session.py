@@ -253,6 +253,10 @@ class Session:
         if len(commands) == 1:
             self.state.stats.record(self.last_command, seconds, True)
             return
+        first = commands[0]
+        if commands.count(first) == len(commands):  # a run of one command (C speed)
+            self.state.stats.record_many(first.name, len(commands), seconds / len(commands))
+            return
         counts: dict[str, int] = {}
         for command in commands:
             counts[command.name] = counts.get(command.name, 0) + 1
