@@ -204,6 +204,7 @@ class ClusterNode(Node):
         self._dump_path = os.path.join(raft_dir, "snapshot.amber")
         self._lock = threading.Lock()
         self._queue: list[_Pending] = []
+        self._raft_calls: list[Callable[[], None]] = []
         self._inflight = 0
         self._last_time = 0
         self._closed = False
@@ -228,6 +229,7 @@ class ClusterNode(Node):
             except SyncObjException as exc:
                 raise OSError(f"cannot bind the raft port {cluster.raft_address}: {exc}") from exc
             self._engine.addOnTickCallback(self.journal.sync)
+            self._engine.addOnTickCallback(self._run_raft_calls)
             self._ticking = True
             self._ticker = threading.Thread(
                 target=self._tick_loop, name=f"amber-raft-{cluster.node_id}", daemon=True
@@ -660,14 +662,45 @@ class ClusterNode(Node):
         )
 
     def transfer_leadership(self, node_id: str | None = None) -> None:
-        """Hand leadership to ``node_id`` (or the most caught-up follower); call on the leader."""
+        """Hand leadership to ``node_id`` (or the most caught-up follower); call on the leader.
+
+        PySyncObj refuses while the target lacks the leader's last entry (a
+        follower is usually one round trip behind), so a refusal is retried
+        until the timeout. The call touches the engine's state, so it runs
+        on the Raft thread.
+        """
         address = None
         if node_id is not None:
             address = next((a for a, name in self._addresses.items() if name == node_id), node_id)
-        self._change(
-            f"transfer leadership to {node_id or 'the best follower'}",
-            lambda cb: self._engine.transferLeadership(address, cb),
-        )
+        what = f"transfer leadership to {node_id or 'the best follower'}"
+        deadline = time.monotonic() + self.cluster.timeout_s
+        while True:
+            try:
+                self._change(
+                    what,
+                    lambda cb: self._on_raft_thread(
+                        lambda: self._engine.transferLeadership(address, cb)
+                    ),
+                )
+                return
+            except Unavailable:
+                if time.monotonic() >= deadline or not self.is_leader:
+                    raise
+                time.sleep(RETRY_DELAY)
+
+    def _on_raft_thread(self, call: Callable[[], None]) -> None:
+        """Run ``call`` at the end of the engine's next tick (at most ~50 ms away)."""
+        with self._lock:
+            self._raft_calls.append(call)
+
+    def _run_raft_calls(self) -> None:
+        with self._lock:
+            calls, self._raft_calls = self._raft_calls, []
+        for call in calls:
+            try:
+                call()
+            except Exception:
+                log.exception("a cluster call on the raft thread failed")
 
     # -- lifecycle --------------------------------------------------------------------------
 
