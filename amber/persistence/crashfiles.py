@@ -23,7 +23,7 @@ import random
 import shutil
 import threading
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 from .files import AppendFile, FileLayer, FileLock, OsFiles, ReadFile
 from .framing import SECTOR
@@ -53,7 +53,7 @@ class CrashFiles(FileLayer):
         self._mutex = threading.RLock()
         self._durable: dict[str, int] = {}
         self._pending: list[_DirOp] = []
-        self._handles: set[_CrashAppendFile | _CrashReader | _CrashLock] = set()
+        self._handles: set[_CrashAppendFile | _CrashReader | TrackedLock] = set()
         self._is_dead = False
 
     # -- bookkeeping -----------------------------------------------------
@@ -178,7 +178,7 @@ class CrashFiles(FileLayer):
     def lock(self, path: str, owner: str) -> FileLock:
         with self._mutex:
             self._check()
-            handle = _CrashLock(self, self._os.lock(path, owner))
+            handle = TrackedLock(self, self._os.lock(path, owner))
             self._handles.add(handle)
             return handle
 
@@ -287,8 +287,15 @@ class _CrashReader:
         self._inner.close()
 
 
-class _CrashLock(FileLock):
-    def __init__(self, owner: CrashFiles, inner: FileLock) -> None:
+class _LockOwner(Protocol):
+    _mutex: Any
+    _handles: set[Any]
+
+
+class TrackedLock(FileLock):
+    """A lock a crash-simulating layer tracks, so that its crash can drop it."""
+
+    def __init__(self, owner: _LockOwner, inner: FileLock) -> None:
         self._owner = owner
         self._inner = inner
 

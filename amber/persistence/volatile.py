@@ -41,6 +41,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 
+from .crashfiles import TrackedLock
 from .files import AppendFile, FileLayer, FileLock, OsFiles, ReadFile, sync_fd
 
 __all__ = ["ENV", "VolatileFiles"]
@@ -63,7 +64,7 @@ class VolatileFiles(FileLayer):
         self._os = OsFiles()
         self._mutex = threading.RLock()
         self._pending: dict[str, _Pending] = {}
-        self._handles: set[_VolatileAppendFile | _VolatileLock] = set()
+        self._handles: set[_VolatileAppendFile | TrackedLock] = set()
         self._is_dead = False
 
     def _check(self) -> None:
@@ -172,7 +173,7 @@ class VolatileFiles(FileLayer):
     def lock(self, path: str, owner: str) -> FileLock:
         with self._mutex:
             self._check()
-            handle = _VolatileLock(self, self._os.lock(path, owner))
+            handle = TrackedLock(self, self._os.lock(path, owner))
             self._handles.add(handle)
             return handle
 
@@ -225,17 +226,3 @@ class _VolatileAppendFile(AppendFile):
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
-
-
-class _VolatileLock(FileLock):
-    def __init__(self, owner: VolatileFiles, inner: FileLock) -> None:
-        self._owner = owner
-        self._inner = inner
-
-    def release(self) -> None:
-        with self._owner._mutex:
-            self._owner._handles.discard(self)
-            self._inner.release()
-
-    def drop(self) -> None:
-        self._inner.release()  # the kernel drops a dead process's locks
