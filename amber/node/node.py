@@ -38,14 +38,8 @@ class Node:
     """Recovers a store from its backend and commits batches to both."""
 
     def __init__(self, backend: Backend, config: Config, *, jobs: bool = True) -> None:
-        self.config = config
         self.backend = backend
-        self.store = Store(config.limits)
-        self._listeners: list[Callable[[ApplyResult], None]] = []
-        # Registered before recovery so that replaying the log rebuilds the
-        # watch history exactly as it was built live.
-        self.watch_hub = WatchHub(config)
-        self.add_listener(self.watch_hub.publish)
+        self._start_state(config)
         self._snapshot_lock = threading.Lock()
         self._snapshot_seq = 0
         self._synced_seq = 0
@@ -69,6 +63,16 @@ class Node:
             self.supervisor.every("snapshotter", 1.0, self._maybe_snapshot)
             if config.durability == "interval":
                 self.supervisor.every("wal-fsync", config.interval_ms / 1000, self._sync_if_dirty)
+
+    def _start_state(self, config: Config) -> None:
+        """An empty store and its watch hub; a cluster node starts the same way."""
+        self.config = config
+        self.store = Store(config.limits)
+        self._listeners: list[Callable[[ApplyResult], None]] = []
+        # Registered before recovery so that replaying the log rebuilds the
+        # watch history exactly as it was built live.
+        self.watch_hub = WatchHub(config)
+        self.add_listener(self.watch_hub.publish)
 
     # -- recovery -------------------------------------------------------------
 

@@ -81,7 +81,6 @@ from ..persistence.files import FileLayer, LockHeld, OsFiles
 from ..persistence.snapshot import read_chunks, write_chunk_file
 from ..store.batch import Batch, decode_record, encode_body, stamp
 from ..store.state import ApplyResult, Store
-from ..watch import WatchHub
 from . import hardening
 from .config import ClusterConfig, parse_address
 from .journal import DurableJournal
@@ -183,13 +182,9 @@ class ClusterNode(Node):
         files: FileLayer | None = None,
     ) -> None:
         hardening.install()
-        self.config = config
         self.cluster = cluster
         self.backend = _Backend()  # type: ignore[assignment]
-        self.store = Store(config.limits)
-        self._listeners: list[Callable[[ApplyResult], None]] = []
-        self.watch_hub = WatchHub(config)
-        self.add_listener(self.watch_hub.publish)
+        self._start_state(config)
         self.recovery_notes: list[str] = []
         self._files = files or OsFiles()
         self._folder = os.fspath(folder)

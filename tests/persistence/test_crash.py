@@ -15,13 +15,14 @@ import pathlib
 import random
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 from persistence_support import chunks_for, drain
 
 from amber.config import Config
 from amber.errors import StorageFailed
-from amber.persistence import CrashFiles, LogBackend
+from amber.persistence import CrashFiles, FileLayer, LogBackend
 
 CONFIG = Config(segment_bytes=2048, keep_snapshots=2)
 
@@ -81,12 +82,24 @@ def cycle(
     folder: pathlib.Path, model: Model, rng: random.Random, torn: bool, threaded: bool
 ) -> None:
     files = CrashFiles()
+    cut_rng = random.Random(rng.random()) if torn else None
+    crash_cycle(files, lambda: files.crash(cut_rng), folder, model, rng, threaded)
+
+
+def crash_cycle(  # noqa: PLR0917
+    files: FileLayer,
+    crash: Callable[[], None],
+    folder: pathlib.Path,
+    model: Model,
+    rng: random.Random,
+    threaded: bool,
+) -> None:
+    """Recover and check, write, then ``crash()`` between operations or in the middle of one."""
     backend = LogBackend(folder, CONFIG, files=files)
     model.check(*drain(backend.recover()))
-    cut_rng = random.Random(rng.random()) if torn else None
     if not threaded:
         workload(backend, model, rng, rng.randint(0, 30))
-        files.crash(cut_rng)
+        crash()
     else:
         stop = threading.Event()
 
@@ -98,7 +111,7 @@ def cycle(
         worker = threading.Thread(target=run)
         worker.start()
         time.sleep(rng.uniform(0, 0.01))
-        files.crash(cut_rng)
+        crash()
         stop.set()
         worker.join()
     with contextlib.suppress(StorageFailed):

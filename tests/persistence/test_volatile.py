@@ -11,15 +11,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
-import time
 
 import pytest
 from persistence_support import drain
-from test_crash import CONFIG, Model, workload
+from test_crash import CONFIG, Model, crash_cycle
 
 import amber
-from amber.errors import StorageFailed
 from amber.persistence import LogBackend, OsFiles, VolatileFiles
 
 
@@ -123,31 +120,6 @@ def test_removing_a_file_forgets_its_pending_bytes(tmp_path: pathlib.Path) -> No
     assert files.size(path) == 0
 
 
-def _cycle(folder: pathlib.Path, model: Model, rng: random.Random, threaded: bool) -> None:
-    files = VolatileFiles()
-    backend = LogBackend(folder, CONFIG, files=files)
-    model.check(*drain(backend.recover()))
-    if not threaded:
-        workload(backend, model, rng, rng.randint(0, 30))
-        files.crash()
-    else:
-        stop = threading.Event()
-
-        def run() -> None:
-            with contextlib.suppress(StorageFailed):
-                while not stop.is_set():
-                    workload(backend, model, rng, 1)
-
-        worker = threading.Thread(target=run)
-        worker.start()
-        time.sleep(rng.uniform(0, 0.01))
-        files.crash()
-        stop.set()
-        worker.join()
-    with contextlib.suppress(StorageFailed):
-        backend.close()
-
-
 @pytest.mark.parametrize("threaded", [False, True], ids=["between-ops", "mid-op"])
 def test_log_backend_crash_cycles_lose_nothing_acknowledged(
     tmp_path: pathlib.Path, threaded: bool
@@ -158,7 +130,8 @@ def test_log_backend_crash_cycles_lose_nothing_acknowledged(
         folder = tmp_path / f"seed{seed}"
         model = Model()
         for _ in range(4):
-            _cycle(folder, model, rng, threaded)
+            files = VolatileFiles()
+            crash_cycle(files, files.crash, folder, model, rng, threaded)
         backend = LogBackend(folder, CONFIG)
         model.check(*drain(backend.recover()))
         backend.close()
