@@ -61,44 +61,32 @@ def coalescible(ops: list[Any]) -> bool:
 class Pending:
     """A reply that exists once its batch is durable; a lighter ``asyncio.Future``.
 
-    The front end sets ``notify``; it is called once per batch for all of its
-    connection's replies that the batch completed (not once per reply).
+    It is also the batch's record of the command (who asked, what to answer,
+    which ops are its own): one object per write, not two. The front end sets
+    ``notify``; it is called once per batch for all of its connection's
+    replies that the batch completed (not once per reply).
     """
 
-    __slots__ = ("_done", "_reply", "notify")
+    __slots__ = ("_done", "_reply", "command", "first", "last", "notify", "session", "started")
 
-    def __init__(self) -> None:
+    def __init__(  # noqa: PLR0917  (a record)
+        self, session: Session, command: str, reply: Any, started: float, first: int, last: int
+    ) -> None:
         self._done = False
-        self._reply: Any = None
+        #: The reply to give once durable (a ``Later`` is finished with the batch's entries).
+        self._reply = reply
         self.notify: Callable[[Any], None] | None = None
+        self.session = session
+        self.command = command
+        self.started = started
+        self.first = first
+        self.last = last
 
     def done(self) -> bool:
         return self._done
 
     def result(self) -> Any:
         return self._reply
-
-
-class _Waiter:
-    __slots__ = ("command", "first", "future", "last", "reply", "session", "started")
-
-    def __init__(  # noqa: PLR0917  (a record)
-        self,
-        future: Pending,
-        session: Session,
-        command: str,
-        reply: Any,
-        started: float,
-        first: int,
-        last: int,
-    ) -> None:
-        self.future = future
-        self.session = session
-        self.command = command
-        self.reply = reply
-        self.started = started
-        self.first = first
-        self.last = last
 
 
 class Coalescer:
@@ -120,7 +108,7 @@ class Coalescer:
     def __init__(self, state: ServerState) -> None:
         self.state = state
         self._ops: list[Any] = []
-        self._waiters: list[_Waiter] = []
+        self._waiters: list[Pending] = []
         #: Some reply of the batch needs the entries its ops wrote (``Later``).
         self._entries = False
         self._scheduled = False
@@ -137,12 +125,10 @@ class Coalescer:
         if len(self._ops) + len(ops) > MAX_OPS:
             # Called from inside a front end's command loop: answer later.
             self._flush(notify_now=False)
-        future = Pending()
         first = len(self._ops)
         self._ops.extend(ops)
-        self._waiters.append(
-            _Waiter(future, session, command, reply, started, first, len(self._ops))
-        )
+        future = Pending(session, command, reply, started, first, len(self._ops))
+        self._waiters.append(future)
         session.pending += 1
         if type(reply) is Later:
             self._entries = True
@@ -206,7 +192,7 @@ class Coalescer:
         self.commit_seconds += _EWMA * (seconds - self.commit_seconds)
 
     def _answer(
-        self, waiters: list[_Waiter], result: Any, error: BaseException | None
+        self, waiters: list[Pending], result: Any, error: BaseException | None
     ) -> list[Callable[[Any], None]]:
         """Set every waiter's reply; returns the front ends' callbacks, one each."""
         from .session import error_reply  # noqa: PLC0415  (session imports this module)
@@ -222,16 +208,15 @@ class Coalescer:
                 reply: Any = error_reply(error)
                 ok = False
             else:
-                reply = waiter.reply
+                reply = waiter._reply
                 if type(reply) is Later:
                     reply = reply.finish(
                         Entries(result.entries[waiter.first : waiter.last], result.revision)
                     )
                 ok = True
             record(waiter.command, now - waiter.started, ok)
-            pending = waiter.future
-            pending._reply = reply
-            pending._done = True
-            if pending.notify is not None:
-                notify[pending.notify] = None
+            waiter._reply = reply
+            waiter._done = True
+            if waiter.notify is not None:
+                notify[waiter.notify] = None
         return list(notify)
