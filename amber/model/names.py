@@ -7,6 +7,7 @@ Both are checked on every write before anything changes, so the common case
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from ..config import Limits
 from ..errors import InvalidName
@@ -15,6 +16,12 @@ from .values import DEFAULT_LIMITS
 __all__ = ["check_key", "check_table"]
 
 _TABLE_CHARS = re.compile(r"[A-Za-z0-9_.\-]+").fullmatch
+
+
+@lru_cache(maxsize=1024)
+def _table_chars_ok(name: str) -> bool:
+    """A server checks the same few table names on every write: remember them."""
+    return _TABLE_CHARS(name) is not None
 
 
 def _shown(value: object) -> str:
@@ -30,7 +37,7 @@ def check_table(name: object, limits: Limits = DEFAULT_LIMITS) -> str:
     (``table:key``), a URL path segment and a log line. Raises
     :class:`~amber.errors.InvalidName` otherwise.
     """
-    if type(name) is str and 0 < len(name) <= limits.max_table_name and _TABLE_CHARS(name):
+    if type(name) is str and 0 < len(name) <= limits.max_table_name and _table_chars_ok(name):
         return name
     rule = f"1 to {limits.max_table_name} characters of A-Z a-z 0-9 _ . -"
     if not isinstance(name, str):

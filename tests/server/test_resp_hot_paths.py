@@ -217,6 +217,75 @@ def test_fast_reads_only_for_a_session_in_a_plain_state(state: ServerState) -> N
     asyncio.run(main())
 
 
+def test_blind_writes_skip_execute_only_for_a_session_in_a_plain_state(
+    state: ServerState,
+) -> None:
+    async def main() -> None:
+        session = Session(state)
+        blind = session.fast_blind_writes()
+        assert blind is not None
+        assert b"SET" in blind and b"GET" not in blind
+        session.execute([b"MULTI"])
+        assert session.fast_blind_writes() is None
+        session.execute([b"DISCARD"])
+        pending = session.execute([b"SET", b"a", b"1"])
+        assert type(pending) is Pending
+        assert session.fast_blind_writes() is not None  # blind writes may queue behind it
+        await settle()
+        session.execute([b"SUBSCRIBE", b"ch"])
+        assert session.fast_blind_writes() is None  # RESP2 subscribed mode
+        state.config.set("requirepass", "secret")
+        assert Session(state).fast_blind_writes() is None
+
+    asyncio.run(main())
+
+
+def test_the_blind_write_shortcut_answers_what_execute_answers(state: ServerState) -> None:
+    """Errors, options and other contexts leave the shortcut for the generic path."""
+
+    async def main() -> list[Any]:
+        connection, transport = connect(state)
+        connection.data_received(
+            pack("SET", "a", "1")
+            + pack("SET", "a")  # wrong arity
+            + pack("SET", b"\xff", "x")  # not UTF-8: the blind form raises
+            + pack("SET", "bad table!:k", "x")  # invalid table name
+            + pack("SET", "b", "2", "NX")  # options: no blind form
+            + pack("DEL", "b", "missing")
+            + pack("GET", "a")
+            + pack("MULTI")
+            + pack("SET", "c", "3")  # queued, not submitted
+            + pack("EXEC")
+            + pack("MGET", "a", "b", "c")
+        )
+        await settle()
+        return replies(transport)
+
+    answers = asyncio.run(main())
+    assert answers[:2] == [b"OK", "-ERR wrong number of arguments for 'set' command"]
+    assert answers[2].startswith("-ERR") and "UTF-8" in answers[2]
+    assert answers[3].startswith("-ERR") and "table name" in answers[3]
+    assert answers[4:] == [b"OK", 1, b"1", b"OK", b"QUEUED", [b"OK"], [b"1", None, b"3"]]
+    # As execute counts: the ones that ran, failed ones too (not the arity error
+    # nor the queued one, which EXEC ran).
+    assert state.stats.commands["SET"][:2] == [4, 2]
+
+
+def test_unauthenticated_blind_writes_are_refused(state: ServerState) -> None:
+    state.config.set("requirepass", "secret")
+
+    async def main() -> list[Any]:
+        connection, transport = connect(state)
+        connection.data_received(
+            pack("SET", "a", "1") + pack("AUTH", "secret") + pack("SET", "a", "2")
+        )
+        await settle()
+        return replies(transport)
+
+    assert asyncio.run(main()) == ["-NOAUTH Authentication required.", b"OK", b"OK"]
+    assert state.db.table("default").get("a") == "2"
+
+
 def test_fast_reads_are_counted(state: ServerState) -> None:
     async def main() -> None:
         connection, transport = connect(state)

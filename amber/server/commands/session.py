@@ -246,6 +246,26 @@ class Session:
             return _FAST_READS or _fast_reads()
         return None
 
+    def fast_blind_writes(self) -> dict[bytes, Command] | None:
+        """The commands with a blind form this session may submit without ``execute``.
+
+        The same conditions as :meth:`fast_reads`, except that writes in
+        flight are fine as long as none of them read (``execute`` would not
+        drain either): a pipeline of SETs goes to the coalescer straight from
+        the front end. The caller checks arity, calls ``command.blind``, and
+        on ``None`` or an exception runs the command with ``execute``, which
+        answers (and counts) it properly; it also keeps ``last_command`` and
+        ``last_active`` current.
+        """
+        if (
+            self.authenticated
+            and self.multi is None
+            and not self.pending_reads
+            and (self.protocol == 3 or not (self.channels or self.patterns or self.watches))
+        ):
+            return _FAST_BLIND or _fast_blind()
+        return None
+
     def ran_reads(self, commands: list[Command], seconds: float) -> None:
         """Account for reads run through :meth:`fast_reads` (stats, CLIENT LIST)."""
         self.last_active = time.monotonic()
@@ -388,6 +408,18 @@ def _fast_reads() -> dict[bytes, Command]:
             if "readonly" in command.flags and not command.is_write
         )
     return _FAST_READS
+
+
+_FAST_BLIND: dict[bytes, Command] = {}
+
+
+def _fast_blind() -> dict[bytes, Command]:
+    """Write commands with a blind form, by exact name (filled once the table is complete)."""
+    if not _FAST_BLIND:
+        _FAST_BLIND.update(
+            (command.name.encode(), command) for command in REGISTRY if command.blind is not None
+        )
+    return _FAST_BLIND
 
 
 def _finished(reply: Any, revision: int) -> Any:

@@ -12,6 +12,8 @@ order:
 - while the session allows it (``Session.fast_reads``), read-only commands
   run straight from the command table, skipping ``execute``'s per-call
   checks: a pipeline of GETs costs little more than parsing and encoding;
+  likewise blind writes (``Session.fast_blind_writes``: a plain SET, DEL …)
+  go from the parser to the coalescer;
 - a command that must see this connection's writes in flight waits for them
   (``DRAIN``), the rest of the pipeline behind it;
 - limits: ``max_pipeline`` commands run per turn of the event loop and at
@@ -139,13 +141,17 @@ class RespConnection(asyncio.Protocol):
             return
         parser, replies, limits = self.parser, self.replies, self.server.limits
         execute, encode = session.execute, self.encode
-        # Reads run straight from the command table while the session allows it.
+        # Reads run straight from the command table while the session allows
+        # it, blind writes go straight to the coalescer (see the module doc).
         fast, reads = session.fast_reads(), session.state.reads
+        blind_writes = session.fast_blind_writes()
+        coalesce = session.state.coalescer.add
         ran: list[Command] = []
         started = perf_counter()
         out: list[bytes] = []
         budget = limits.max_pipeline
         exhausted = False
+        submitted = False
         while not self.writing_paused and not session.closing:
             args = self.held
             if args is None:
@@ -180,8 +186,34 @@ class RespConnection(asyncio.Protocol):
                             continue
                         self._yield_turn()
                         break
+                if blind_writes is not None:
+                    command = blind_writes.get(args[0])
+                    if command is not None and command.min_args <= len(args) <= command.max_args:
+                        begun = perf_counter()
+                        try:
+                            form = command.blind(session, args)  # type: ignore[misc]
+                        except Exception:  # let execute answer (and count) the error
+                            form = None
+                        if form is not None:
+                            pending = coalesce(
+                                session, command.name, form[0], form[1], started=begun
+                            )
+                            session.last_command = command.name
+                            submitted = True
+                            fast = None  # a read now waits for this write
+                            replies.append(pending)
+                            pending.notify = self._on_commit
+                            budget -= 1
+                            if len(replies) >= limits.max_pipeline:
+                                self._pause_reading()
+                                break
+                            if budget > 0:
+                                continue
+                            self._yield_turn()
+                            break
             reply = execute(args)
             fast = session.fast_reads()
+            blind_writes = session.fast_blind_writes()
             if reply is DRAIN:
                 self.held = args
                 break
@@ -210,6 +242,8 @@ class RespConnection(asyncio.Protocol):
             if budget <= 0:
                 self._yield_turn()
                 break
+        if submitted:
+            session.last_active = time.monotonic()
         if ran:
             # Each read's share of the run (parsing and encoding included).
             run = limits.max_pipeline - budget
