@@ -92,17 +92,18 @@ from .framing import (
     MAX_BODY,
     FrameReader,
     Stop,
-    decode_file_header,
     encode_file_header,
     encode_frame,
 )
+from .wal import MAGIC as WAL_MAGIC
+from .wal import OBJECT, check_file_header, verify_wal
+from .wal import VERSION as WAL_VERSION
 
 __all__ = ["ObjectCache", "S3Backend", "S3Location", "make_client", "parse_s3_url"]
 
 log = logging.getLogger(__name__)
 
 FORMAT = b"amber-s3 1\n"
-WAL_MAGIC = b"AMBRWAL\0"
 SNAP_MAGIC = b"AMBRSNP\0"
 VERSION = 1
 _KEY = re.compile(r"^(\d{20})$")
@@ -338,37 +339,21 @@ class WriterLease:
 
 
 def _read_wal_object(data: bytes, key: str, first: int) -> Iterator[tuple[int, memoryview, int]]:
-    """Yield ``(seq, payload, frame bytes)`` of a verified WAL object."""
-    head = decode_file_header(data, WAL_MAGIC)
-    if isinstance(head, str):
-        raise Corrupted(f"WAL object header is damaged: {head}", key, 0)
-    version, seq = head
-    if version != VERSION:
-        raise Corrupted(f"unsupported WAL object format version {version}", key, 8)
-    if seq != first:
-        raise Corrupted(f"WAL object header says first seq {seq}, its key {first}", key, 12)
-    reader = FrameReader(data, FILE_HEADER_SIZE)
-    expect = first
-    for offset, body in reader:
-        if len(body) < 8 or int.from_bytes(body[:8], "little") != expect:
-            why = f"WAL record where seq {expect} was expected holds another"
-            raise Corrupted(why, key, offset)
-        yield expect, body[8:], HEADER_SIZE + len(body)
-        expect += 1
-    if reader.stop is not Stop.END:
-        raise Corrupted(f"WAL object is damaged: {reader.reason}", key, reader.offset)
-    if expect == first:
+    """Yield ``(seq, payload, frame bytes)`` of a verified WAL object.
+
+    A PUT object is whole: unlike the newest local segment it may not end
+    torn, and it holds at least one record.
+    """
+    records = verify_wal(data, first, key, OBJECT)
+    yield from records
+    records.finish(torn_ok=False)
+    if records.next_seq == first:
         raise Corrupted("WAL object holds no record", key, FILE_HEADER_SIZE)
 
 
 def _read_snapshot_object(data: bytes, key: str, last_seq: int) -> list[memoryview]:
     """The chunks of a verified snapshot object."""
-    head = decode_file_header(data, SNAP_MAGIC)
-    if isinstance(head, str):
-        raise Corrupted(f"snapshot object header is damaged: {head}", key, 0)
-    version, seq = head
-    if version != VERSION:
-        raise Corrupted(f"unsupported snapshot object format version {version}", key, 8)
+    seq = check_file_header(data, SNAP_MAGIC, VERSION, key, "snapshot object")
     if seq != last_seq:
         raise Corrupted(f"snapshot header says seq {seq}, its key {last_seq}", key, 12)
     reader = FrameReader(data, FILE_HEADER_SIZE)
@@ -582,7 +567,7 @@ class S3Backend(BufferedBackend):
 
     def _write_group(self, records: list[tuple[int, bytes]], sync: bool) -> int:
         first = records[0][0]
-        body = bytearray(encode_file_header(WAL_MAGIC, VERSION, first))
+        body = bytearray(encode_file_header(WAL_MAGIC, WAL_VERSION, first))
         for seq, payload in records:
             body += encode_frame(seq.to_bytes(8, "little") + payload)
         key = self._wal_key(first)

@@ -4,6 +4,8 @@ The format is specified in :mod:`amber.persistence.log`. Here: a segment is
 ``wal/{first_seq:020d}.wal`` = file header (magic ``AMBRWAL\\0``) + frames
 whose body is ``<u64 seq> + payload``; seqs run on without gaps across
 segments, and only the newest segment may end in a torn tail.
+:func:`verify_wal` checks one segment held in memory; the ``s3`` backend
+verifies its WAL objects (the same format, one per flush) with it too.
 """
 
 from __future__ import annotations
@@ -30,7 +32,21 @@ from .framing import (
     encode_frame_header,
 )
 
-__all__ = ["MAGIC", "VERSION", "Segment", "WalState", "WalWriter", "read_records", "recover_wal"]
+__all__ = [
+    "MAGIC",
+    "OBJECT",
+    "SEGMENT",
+    "VERSION",
+    "Segment",
+    "WalRecords",
+    "WalState",
+    "WalWriter",
+    "Wording",
+    "check_file_header",
+    "read_records",
+    "recover_wal",
+    "verify_wal",
+]
 
 MAGIC = b"AMBRWAL\0"
 VERSION = 1
@@ -87,50 +103,157 @@ def recover_wal(files: FileLayer, folder: str, after: int) -> WalState:
             else ""
         )
         data = files.read_bytes(path)
-        head = decode_file_header(data, MAGIC)
-        if isinstance(head, str):
-            # A header is synced before any record goes in, so a newest segment
-            # whose header never fully arrived holds nothing acknowledged.
-            if newest and (len(data) < FILE_HEADER_SIZE or data.count(0) == len(data)):
-                files.remove(path)
-                files.fsync_dir(folder)
-                state.notes.append(
-                    f"removed {_display(path)}: its header was never completely written "
-                    f"({len(data)} bytes)"
-                )
-                continue
-            raise Corrupted(f"WAL segment header is damaged: {head}{hint}", path, 0)
-        version, seq = head
-        if version != VERSION:
-            raise Corrupted(f"unsupported WAL segment format version {version}", path, 8)
-        if seq != first:
-            raise Corrupted(f"WAL segment header says first seq {seq}, its name {first}", path, 12)
-        reader = FrameReader(data, FILE_HEADER_SIZE)
-        expect = first
-        for offset, body in reader:
-            _check_record(body, expect, path, offset, hint)
-            if expect > after:
-                state.bytes_after += HEADER_SIZE + len(body)
-            expect += 1
-        end = reader.offset
-        if reader.stop is Stop.TORN and newest:
+        # A header is synced before any record goes in, so a newest segment
+        # whose header never fully arrived holds nothing acknowledged.
+        if newest and _header_never_written(data):
+            files.remove(path)
+            files.fsync_dir(folder)
+            state.notes.append(
+                f"removed {_display(path)}: its header was never completely written "
+                f"({len(data)} bytes)"
+            )
+            continue
+        records = verify_wal(data, first, path, SEGMENT, hint=hint)
+        for seq, _, frame_bytes in records:
+            if seq > after:
+                state.bytes_after += frame_bytes
+        end = records.offset
+        if records.finish(torn_ok=newest):
             files.truncate(path, end)
             state.notes.append(
                 f"truncated torn tail of {_display(path)} at offset {end} ({len(data) - end} bytes)"
             )
-        elif reader.stop is not Stop.END:
-            raise Corrupted(f"WAL segment is damaged: {reader.reason}{hint}", path, end)
-        state.segments.append(Segment(path, first, expect, end))
+        state.segments.append(Segment(path, first, records.next_seq, end))
     _check_contiguous(state.segments, after)
     return state
 
 
-def _check_record(body: memoryview, expect: int, path: str, offset: int, hint: str = "") -> None:
-    if len(body) < _SEQ.size:
-        raise Corrupted(f"WAL record is shorter than its sequence number{hint}", path, offset)
-    (seq,) = _SEQ.unpack_from(body)
-    if seq != expect:
-        raise Corrupted(f"WAL record has seq {seq} where {expect} was expected{hint}", path, offset)
+def _header_never_written(data: bytes) -> bool:
+    """Too short for a header, or zeros only: never a valid header (its magic is not zero)."""
+    return len(data) < FILE_HEADER_SIZE or (data[0] == 0 and data.count(0) == len(data))
+
+
+@dataclass(frozen=True, slots=True)
+class Wording:
+    """How verification errors name what they are about: a segment file or an S3 object."""
+
+    #: What is verified: ``"WAL segment"`` or ``"WAL object"``.
+    kind: str
+    #: Where its expected first seq comes from: its file ``"name"`` or its object ``"key"``.
+    named_by: str
+    #: Say what is wrong with a bad record (too short, which seq it has), or only
+    #: that it is not the record expected there.
+    record_detail: bool
+
+    def bad_record(self, seq: int | None, expect: int) -> str:
+        """Why a record whose seq is ``seq`` (None: too short for one) is not ``expect``."""
+        if not self.record_detail:
+            return f"WAL record where seq {expect} was expected holds another"
+        if seq is None:
+            return "WAL record is shorter than its sequence number"
+        return f"WAL record has seq {seq} where {expect} was expected"
+
+
+#: A segment file of the ``log`` backend.
+SEGMENT = Wording("WAL segment", "name", record_detail=True)
+#: A WAL object of the ``s3`` backend.
+OBJECT = Wording("WAL object", "key", record_detail=False)
+
+
+def check_file_header(
+    data: bytes, magic: bytes, version: int, path: str, what: str, *, hint: str = ""
+) -> int:
+    """The seq in the file header that opens ``data``, once it is whole, ``magic`` and ``version``.
+
+    Else ``Corrupted`` calls it ``what`` (``"WAL segment"``, ``"snapshot
+    object"``), with ``hint`` appended where the header is damaged.
+    """
+    head = decode_file_header(data, magic)
+    if isinstance(head, str):
+        raise Corrupted(f"{what} header is damaged: {head}{hint}", path, 0)
+    found, seq = head
+    if found != version:
+        raise Corrupted(f"unsupported {what} format version {found}", path, 8)
+    return seq
+
+
+class WalRecords:
+    """The records of one WAL segment (or S3 object) held in memory, verified as they are read.
+
+    Iterate it for ``(seq, payload, frame bytes)`` of each good record, from
+    ``first`` on; a frame whose body does not start with the next seq raises
+    ``Corrupted`` at that frame (``hint`` appended to the message). The frames
+    are read from the end of the file header (which this does not check: see
+    :func:`verify_wal`) to ``end`` (the end of ``data`` by default).
+
+    Afterwards :attr:`next_seq` is the seq after the last good record,
+    :attr:`offset` where the good records end and :attr:`stop` why they did;
+    :meth:`finish` applies the torn-tail rule the caller states.
+    """
+
+    def __init__(
+        self,
+        data: bytes,
+        first: int,
+        path: str,
+        wording: Wording = SEGMENT,
+        *,
+        hint: str = "",
+        end: int | None = None,
+    ) -> None:
+        self._reader = FrameReader(data, FILE_HEADER_SIZE, end)
+        self._path = path
+        self._wording = wording
+        self._hint = hint
+        self.next_seq = first
+
+    def __iter__(self) -> Iterator[tuple[int, memoryview, int]]:
+        for offset, body in self._reader:
+            expect = self.next_seq
+            seq: int | None = _SEQ.unpack_from(body)[0] if len(body) >= _SEQ.size else None
+            if seq != expect:
+                why = self._wording.bad_record(seq, expect)
+                raise Corrupted(f"{why}{self._hint}", self._path, offset)
+            self.next_seq = expect + 1
+            yield expect, body[_SEQ.size :], HEADER_SIZE + len(body)
+
+    @property
+    def offset(self) -> int:
+        return self._reader.offset
+
+    @property
+    def stop(self) -> Stop | None:
+        return self._reader.stop
+
+    def finish(self, torn_ok: bool = False) -> bool:
+        """After iterating: whether the records end in a torn tail, which ``torn_ok`` accepts.
+
+        Raises ``Corrupted`` unless the frames ran to the end or, with
+        ``torn_ok``, into a torn tail (see :mod:`.framing`).
+        """
+        if self.stop is Stop.TORN and torn_ok:
+            return True
+        if self.stop is not Stop.END:
+            why = f"{self._wording.kind} is damaged: {self._reader.reason}{self._hint}"
+            raise Corrupted(why, self._path, self.offset)
+        return False
+
+
+def verify_wal(
+    data: bytes, first: int, path: str, wording: Wording = SEGMENT, *, hint: str = ""
+) -> WalRecords:
+    """Check the header of a whole WAL segment (or S3 object); iterate the result for its records.
+
+    ``first`` is the seq its name (or key) says it starts at; ``path`` names it
+    in ``Corrupted``, worded by ``wording``, with ``hint`` appended to the
+    messages about damage (not to those about the version or the first seq).
+    The caller states its torn-tail rule with :meth:`WalRecords.finish`.
+    """
+    seq = check_file_header(data, MAGIC, VERSION, path, wording.kind, hint=hint)
+    if seq != first:
+        why = f"{wording.kind} header says first seq {seq}, its {wording.named_by} {first}"
+        raise Corrupted(why, path, 12)
+    return WalRecords(data, first, path, wording, hint=hint)
 
 
 def _check_contiguous(segments: list[Segment], after: int) -> None:
@@ -167,16 +290,13 @@ def read_records(
     for seg in segments:
         if seg.next_seq - 1 <= after:
             continue
-        data = files.read_bytes(seg.path)
-        reader = FrameReader(data, FILE_HEADER_SIZE, seg.size)
-        expect = seg.first_seq
-        for offset, body in reader:
-            _check_record(body, expect, seg.path, offset)
-            if expect > after:
-                yield expect, bytes(body[_SEQ.size :])
-            expect += 1
-        if reader.stop is not Stop.END or expect != seg.next_seq:
-            raise Corrupted("WAL segment changed while it was read", seg.path, reader.offset)
+        # Recovery verified the header and the records up to ``seg.size``.
+        records = WalRecords(files.read_bytes(seg.path), seg.first_seq, seg.path, end=seg.size)
+        for seq, payload, _ in records:
+            if seq > after:
+                yield seq, bytes(payload)
+        if records.stop is not Stop.END or records.next_seq != seg.next_seq:
+            raise Corrupted("WAL segment changed while it was read", seg.path, records.offset)
 
 
 @dataclass(slots=True)
