@@ -141,23 +141,12 @@ class Wording:
     kind: str
     #: Where its expected first seq comes from: its file ``"name"`` or its object ``"key"``.
     named_by: str
-    #: Say what is wrong with a bad record (too short, which seq it has), or only
-    #: that it is not the record expected there.
-    record_detail: bool
-
-    def bad_record(self, seq: int | None, expect: int) -> str:
-        """Why a record whose seq is ``seq`` (None: too short for one) is not ``expect``."""
-        if not self.record_detail:
-            return f"WAL record where seq {expect} was expected holds another"
-        if seq is None:
-            return "WAL record is shorter than its sequence number"
-        return f"WAL record has seq {seq} where {expect} was expected"
 
 
 #: A segment file of the ``log`` backend.
-SEGMENT = Wording("WAL segment", "name", record_detail=True)
+SEGMENT = Wording("WAL segment", "name")
 #: A WAL object of the ``s3`` backend.
-OBJECT = Wording("WAL object", "key", record_detail=False)
+OBJECT = Wording("WAL object", "key")
 
 
 def check_file_header(
@@ -210,9 +199,12 @@ class WalRecords:
     def __iter__(self) -> Iterator[tuple[int, memoryview, int]]:
         for offset, body in self._reader:
             expect = self.next_seq
-            seq: int | None = _SEQ.unpack_from(body)[0] if len(body) >= _SEQ.size else None
+            if len(body) < _SEQ.size:
+                why = "WAL record is shorter than its sequence number"
+                raise Corrupted(f"{why}{self._hint}", self._path, offset)
+            (seq,) = _SEQ.unpack_from(body)
             if seq != expect:
-                why = self._wording.bad_record(seq, expect)
+                why = f"WAL record has seq {seq} where {expect} was expected"
                 raise Corrupted(f"{why}{self._hint}", self._path, offset)
             self.next_seq = expect + 1
             yield expect, body[_SEQ.size :], HEADER_SIZE + len(body)
