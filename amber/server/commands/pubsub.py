@@ -55,30 +55,49 @@ def _bytes_glob(pattern: bytes) -> Callable[[bytes], bool]:
     return lambda channel: match(channel.decode("latin-1"))
 
 
+def _join(
+    members: dict[bytes, set[Session]], mine: set[bytes], session: Session, name: bytes
+) -> None:
+    """Add ``session`` to the subscribers of ``name`` (a channel or a pattern)."""
+    members.setdefault(name, set()).add(session)
+    mine.add(name)
+
+
+def _leave(
+    members: dict[bytes, set[Session]], mine: set[bytes], session: Session, name: bytes
+) -> None:
+    """Remove ``session`` from the subscribers of ``name``; forget ``name`` when none are left."""
+    mine.discard(name)
+    group = members.get(name)
+    if group is not None:
+        group.discard(session)
+        if not group:
+            del members[name]
+
+
 class PubSub:
     """Channel and pattern subscriptions of one server's sessions."""
 
     def __init__(self, state: ServerState) -> None:
         self.state = state
         self.channels: dict[bytes, set[Session]] = {}
-        self.patterns: dict[bytes, tuple[Callable[[bytes], bool], set[Session]]] = {}
+        self.patterns: dict[bytes, set[Session]] = {}
+        #: The compiled glob of each pattern in :attr:`patterns`.
+        self._matchers: dict[bytes, Callable[[bytes], bool]] = {}
         #: The first revision keyspace notifications must cover (set when one is wanted).
         self.keyspace_from: int | None = None
         #: Set by the notifier job while its watch runs.
         self.notifier_active = False
 
     def subscribe(self, session: Session, channel: bytes) -> None:
-        self.channels.setdefault(channel, set()).add(session)
-        session.channels.add(channel)
+        _join(self.channels, session.channels, session, channel)
         if channel.startswith((KEYSPACE, KEYEVENT)):
             self._want_keyspace()
 
     def psubscribe(self, session: Session, pattern: bytes) -> None:
-        entry = self.patterns.get(pattern)
-        if entry is None:
-            entry = self.patterns[pattern] = (_bytes_glob(pattern), set())
-        entry[1].add(session)
-        session.patterns.add(pattern)
+        if pattern not in self._matchers:
+            self._matchers[pattern] = _bytes_glob(pattern)
+        _join(self.patterns, session.patterns, session, pattern)
         if pattern.startswith((b"_", b"*", b"?", b"[")):
             self._want_keyspace()
 
@@ -87,20 +106,12 @@ class PubSub:
             self.keyspace_from = self.state.db.revision + 1
 
     def unsubscribe(self, session: Session, channel: bytes) -> None:
-        session.channels.discard(channel)
-        members = self.channels.get(channel)
-        if members is not None:
-            members.discard(session)
-            if not members:
-                del self.channels[channel]
+        _leave(self.channels, session.channels, session, channel)
 
     def punsubscribe(self, session: Session, pattern: bytes) -> None:
-        session.patterns.discard(pattern)
-        entry = self.patterns.get(pattern)
-        if entry is not None:
-            entry[1].discard(session)
-            if not entry[1]:
-                del self.patterns[pattern]
+        _leave(self.patterns, session.patterns, session, pattern)
+        if pattern not in self.patterns:
+            self._matchers.pop(pattern, None)
 
     def drop_session(self, session: Session) -> None:
         for channel in list(session.channels):
@@ -114,8 +125,8 @@ class PubSub:
         for session in self.channels.get(channel, ()):
             session.push(Push([b"message", channel, message]))
             receivers += 1
-        for pattern, (match, sessions) in self.patterns.items():
-            if sessions and match(channel):
+        for pattern, sessions in self.patterns.items():
+            if sessions and self._matchers[pattern](channel):
                 for session in sessions:
                     session.push(Push([b"pmessage", pattern, channel, message]))
                     receivers += 1
@@ -151,30 +162,32 @@ class PubSub:
 # -- commands ---------------------------------------------------------------------
 
 
-def _confirm(kind: bytes, name: bytes | None, count: int) -> Push:
-    return Push([kind, name, count])
+def _confirm_each(
+    session: Any, kind: bytes, apply: Callable[[Any, bytes], None], names: Iterable[bytes]
+) -> Replies:
+    """``apply`` to each name, each confirmed by a ``[kind, name, count]`` push.
+
+    Without names, one ``[kind, nil, count]`` (as UNSUBSCRIBE with nothing subscribed).
+    """
+    out = Replies()
+    for name in names:
+        apply(session, name)
+        out.append(Push([kind, name, session.subscriptions]))
+    return out or Replies([Push([kind, None, session.subscriptions])])
 
 
 @command("SUBSCRIBE", -2, "pubsub noauth", group="pubsub")
 def subscribe(session: Any, kv: Any, args: list[bytes]) -> Any:
     """Receive messages published to these channels."""
     hub: PubSub = session.state.pubsub
-    out = Replies()
-    for channel in args[1:]:
-        hub.subscribe(session, channel)
-        out.append(_confirm(b"subscribe", channel, session.subscriptions))
-    return out
+    return _confirm_each(session, b"subscribe", hub.subscribe, args[1:])
 
 
 @command("PSUBSCRIBE", -2, "pubsub noauth", group="pubsub")
 def psubscribe(session: Any, kv: Any, args: list[bytes]) -> Any:
     """Receive messages published to channels matching these patterns."""
     hub: PubSub = session.state.pubsub
-    out = Replies()
-    for pattern in args[1:]:
-        hub.psubscribe(session, pattern)
-        out.append(_confirm(b"psubscribe", pattern, session.subscriptions))
-    return out
+    return _confirm_each(session, b"psubscribe", hub.psubscribe, args[1:])
 
 
 @command("UNSUBSCRIBE", -1, "pubsub noauth", group="pubsub")
@@ -182,13 +195,7 @@ def unsubscribe(session: Any, kv: Any, args: list[bytes]) -> Any:
     """Stop receiving these channels (all without arguments)."""
     hub: PubSub = session.state.pubsub
     channels = args[1:] or sorted(session.channels)
-    if not channels:
-        return Replies([_confirm(b"unsubscribe", None, session.subscriptions)])
-    out = Replies()
-    for channel in channels:
-        hub.unsubscribe(session, channel)
-        out.append(_confirm(b"unsubscribe", channel, session.subscriptions))
-    return out
+    return _confirm_each(session, b"unsubscribe", hub.unsubscribe, channels)
 
 
 @command("PUNSUBSCRIBE", -1, "pubsub noauth", group="pubsub")
@@ -196,13 +203,7 @@ def punsubscribe(session: Any, kv: Any, args: list[bytes]) -> Any:
     """Stop receiving these patterns (all without arguments)."""
     hub: PubSub = session.state.pubsub
     patterns = args[1:] or sorted(session.patterns)
-    if not patterns:
-        return Replies([_confirm(b"punsubscribe", None, session.subscriptions)])
-    out = Replies()
-    for pattern in patterns:
-        hub.punsubscribe(session, pattern)
-        out.append(_confirm(b"punsubscribe", pattern, session.subscriptions))
-    return out
+    return _confirm_each(session, b"punsubscribe", hub.punsubscribe, patterns)
 
 
 @command("PUBLISH", 3, "pubsub fast", group="pubsub")
@@ -311,14 +312,14 @@ def amber_watch(session: Any, kv: Any, args: list[bytes]) -> Any:
     return Replies([Push([b"amber.watch", spec, session.subscriptions])])
 
 
+def _unwatch(session: Any, spec: bytes) -> None:
+    task = session.watches.pop(spec, None)
+    if task is not None:
+        task.cancel()
+
+
 @command("AMBER.UNWATCH", -1, "pubsub", group="amber")
 def amber_unwatch(session: Any, kv: Any, args: list[bytes]) -> Any:
     """Stop AMBER.WATCH streams (all without arguments)."""
     specs = args[1:] or sorted(session.watches)
-    out = Replies()
-    for spec in specs:
-        task = session.watches.pop(spec, None)
-        if task is not None:
-            task.cancel()
-        out.append(Push([b"amber.unwatch", spec, session.subscriptions]))
-    return out or Replies([Push([b"amber.unwatch", None, session.subscriptions])])
+    return _confirm_each(session, b"amber.unwatch", _unwatch, specs)
