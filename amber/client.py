@@ -26,9 +26,9 @@ import contextlib
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Generator, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import redis
 import redis.asyncio
@@ -238,6 +238,180 @@ def _spec(table: str, key: str | None, prefix: str | None) -> str:
     return _wire_key(table, (prefix or "") + "*")
 
 
+# -- what the sync and asyncio clients share ----------------------------------------
+
+_T = TypeVar("_T")
+_C = TypeVar("_C")
+_K = TypeVar("_K")
+
+_Command = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class _Multi:
+    """Commands to run in one MULTI/EXEC; the reply is the list of their replies."""
+
+    commands: tuple[_Command, ...]
+
+    def queue(self, pipe: Any) -> Any:
+        """``pipe`` (a redis-py pipeline) with the commands queued."""
+        for args in self.commands:
+            pipe.execute_command(*args)
+        return pipe
+
+
+#: A command's steps: it yields the requests to send, is sent each reply, and
+#: returns its result. The clients drive them, each with its own I/O.
+_Steps = Generator[_Command | _Multi, Any, _T]
+
+
+@contextlib.contextmanager
+def _server_errors() -> Iterator[None]:
+    """Raise error replies as :mod:`amber.errors` types."""
+    try:
+        yield
+    except ResponseError as exc:
+        raise amber_error(exc) from None
+
+
+def _options(password: str | None, socket_timeout: float) -> dict[str, Any]:
+    """redis-py's connection options for a client."""
+    kwargs: dict[str, Any] = {"socket_timeout": socket_timeout}
+    if password is not None:
+        kwargs["password"] = password
+    return kwargs
+
+
+def _unpooled(pool: Any) -> Any:
+    """A new connection of ``pool``'s kind, outside it, without a read timeout (for a watch)."""
+    return pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
+
+
+def _revision() -> _Steps[int]:
+    return int((yield ("AMBER.REV",)))
+
+
+def _txn(spec: str) -> _Steps[int]:
+    return int((yield ("AMBER.TXN", spec)))
+
+
+class _TableBase(Generic[_C]):
+    """What :class:`ClientTable` and :class:`AsyncClientTable` share: their steps."""
+
+    def __init__(self, client: _C, name: str) -> None:
+        self.client = client
+        self.name = name
+
+    def _k(self, key: str) -> str:
+        return _wire_key(self.name, key)
+
+    def _get(self, key: str, default: Any) -> _Steps[Any]:
+        raw = yield ("JSON.GET", self._k(key))
+        return default if raw is None else _load(raw)
+
+    def _put(self, key: str, value: Any, ttl: float | None, if_absent: bool) -> _Steps[int]:
+        return (yield from _txn(_put_spec(self.name, key, value, if_absent, _ttl_ms(ttl))))
+
+    def _merge(self, key: str, patch: Any) -> _Steps[Any]:
+        merge = ("JSON.MERGE", self._k(key), "$", _dump(patch))
+        _, raw = yield _Multi((merge, ("JSON.GET", self._k(key))))
+        return _load(raw)
+
+    def _delete(self, key: str) -> _Steps[bool]:
+        return int((yield ("DEL", self._k(key)))) > 0
+
+    def _scan(self, prefix: str | None, limit: int | None) -> _Steps[Page]:
+        if limit is not None and limit < 0:
+            raise errors.InvalidQuery("limit must be >= 0")
+        revision = yield from _revision()
+        patterns = _scan_patterns(self.name, prefix)
+        found_keys: set[str] = set()
+        for pattern in patterns:
+            cursor: int | bytes = 0
+            while True:
+                cursor, found = yield ("SCAN", cursor, "MATCH", pattern, "COUNT", _SCAN_COUNT)
+                found_keys.update(_keys_of(self.name, found))
+                if int(cursor) == 0 or _enough(patterns, found_keys, limit):
+                    break
+        keys = sorted(found_keys)[: None if limit is None else limit + 1]
+        raws = (yield ("JSON.MGET", *map(self._k, keys), ".")) if keys else []
+        return _page(keys, raws, limit, revision)
+
+    def _cursor(
+        self, key: str | None, prefix: str | None, start_revision: int | None
+    ) -> _Steps[_Cursor]:
+        start = start_revision if start_revision is not None else (yield from _revision()) + 1
+        return _Cursor(_spec(self.name, key, prefix), start)
+
+
+def _page(keys: list[str], raws: list[Any], limit: int | None, revision: int) -> Page:
+    items = [(k, _load(raw)) for k, raw in zip(keys, raws, strict=False) if raw is not None]
+    more = limit is not None and len(items) > limit
+    return Page(items[:limit] if limit is not None else items, more, revision)
+
+
+class _Reconnect(Exception):
+    """The server ended a watch's stream; reconnecting resumes it (Lagged, Closed)."""
+
+
+#: What a watch survives by reconnecting.
+_RECONNECT = (*_DROPPED, _Reconnect)
+
+
+def _time_left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+class _WatchBase(Generic[_C, _K]):
+    """What :class:`ClientWatch` and :class:`AsyncClientWatch` share: the cursor,
+    the retry schedule, and what the server's messages mean."""
+
+    def __init__(
+        self, client: _C, cursor: _Cursor, *, retries: int = 8, backoff: float = 0.1
+    ) -> None:
+        self.client = client
+        self.cursor = cursor
+        self.retries = retries
+        self.backoff = backoff
+        self._conn: _K | None = None
+        self._closed = False
+
+    @property
+    def last_revision(self) -> int:
+        return self.cursor.last
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise errors.Closed("the watch was closed")
+
+    def _delays(self) -> Iterator[float]:
+        """The waits after each failed connect but the last: doubling, at most 2 s."""
+        delay = self.backoff
+        for _ in range(self.retries):
+            yield delay
+            delay = min(delay * 2, 2.0)
+
+    def _accept(self, message: Any) -> Event | None:
+        """The new event in a message from the server, if it holds one.
+
+        Raises the server's errors, and :class:`_Reconnect` for those a
+        reconnect recovers from.
+        """
+        if isinstance(message, ResponseError):
+            raise amber_error(message)
+        if not isinstance(message, list) or not message:
+            return None
+        if message[0] == b"amber.watch" and len(message) >= 7:
+            event = _event(message)
+            return event if self.cursor.accept(event) else None
+        if message[0] == b"amber.watch.error":
+            error = _watch_error(message)
+            if isinstance(error, errors.Lagged | errors.Closed):
+                raise _Reconnect
+            raise error
+        return None
+
+
 # -- sync ---------------------------------------------------------------------------
 
 
@@ -248,10 +422,7 @@ class Client:
         self, url: str = DEFAULT_URL, password: str | None = None, *, socket_timeout: float = 30.0
     ) -> None:
         self.url = url
-        kwargs: dict[str, Any] = {"socket_timeout": socket_timeout}
-        if password is not None:
-            kwargs["password"] = password
-        self.redis: redis.Redis = redis.Redis.from_url(url, **kwargs)
+        self.redis: redis.Redis = redis.Redis.from_url(url, **_options(password, socket_timeout))
 
     def __enter__(self) -> Client:
         return self
@@ -267,14 +438,28 @@ class Client:
 
     def call(self, *args: Any) -> Any:
         """Run one command; error replies raise :mod:`amber.errors` types."""
-        try:
+        with _server_errors():
             return self.redis.execute_command(*args)
-        except ResponseError as exc:
-            raise amber_error(exc) from None
+
+    def _run(self, steps: _Steps[_T]) -> _T:
+        """Send each request ``steps`` yields, and return what it returns."""
+        try:
+            request = next(steps)
+            while True:
+                request = steps.send(self._send(request))
+        except StopIteration as done:
+            result: _T = done.value
+            return result
+
+    def _send(self, request: _Command | _Multi) -> Any:
+        if isinstance(request, _Multi):
+            with _server_errors():
+                return request.queue(self.redis.pipeline(transaction=True)).execute()
+        return self.call(*request)
 
     def revision(self) -> int:
         """The server's database revision."""
-        return int(self.call("AMBER.REV"))
+        return self._run(_revision())
 
     def info(self) -> dict[str, Any]:
         """INFO, parsed by redis-py."""
@@ -283,53 +468,35 @@ class Client:
 
     def txn(self, compares: Iterable[Compare], ops: Iterable[Put | Merge | Delete]) -> int:
         """Apply ``ops`` all-or-nothing if every compare holds; returns the revision."""
-        return int(self.call("AMBER.TXN", _txn_spec(compares, ops)))
+        return self._run(_txn(_txn_spec(compares, ops)))
 
     def _watch_connection(self) -> redis.connection.Connection:
-        pool = self.redis.connection_pool
-        kwargs = {**pool.connection_kwargs, "socket_timeout": None}
-        connection: redis.connection.Connection = pool.connection_class(**kwargs)
+        connection: redis.connection.Connection = _unpooled(self.redis.connection_pool)
         return connection
 
 
-class ClientTable:
+class ClientTable(_TableBase[Client]):
     """One table of a server, with the embedded ``Table``'s methods."""
-
-    def __init__(self, client: Client, name: str) -> None:
-        self.client = client
-        self.name = name
 
     def __repr__(self) -> str:
         return f"<ClientTable {self.name!r} at {self.client.url}>"
 
-    def _k(self, key: str) -> str:
-        return _wire_key(self.name, key)
-
     def get(self, key: str, default: Any = None) -> Any:
-        raw = self.client.call("JSON.GET", self._k(key))
-        return default if raw is None else _load(raw)
+        return self.client._run(self._get(key, default))
 
     def put(
         self, key: str, value: Any, *, ttl: float | None = None, if_absent: bool = False
     ) -> int:
         """Set the key; returns the revision (``ConditionFailed`` if ``if_absent`` fails)."""
-        spec = _put_spec(self.name, key, value, if_absent, _ttl_ms(ttl))
-        return int(self.client.call("AMBER.TXN", spec))
+        return self.client._run(self._put(key, value, ttl, if_absent))
 
     def merge(self, key: str, patch: Any) -> Any:
         """RFC 7396 merge ``patch`` into the key (created if absent); returns the new value."""
-        pipe = self.client.redis.pipeline(transaction=True)
-        pipe.execute_command("JSON.MERGE", self._k(key), "$", _dump(patch))
-        pipe.execute_command("JSON.GET", self._k(key))
-        try:
-            _, raw = pipe.execute()
-        except ResponseError as exc:
-            raise amber_error(exc) from None
-        return _load(raw)
+        return self.client._run(self._merge(key, patch))
 
     def delete(self, key: str) -> bool:
         """Remove the key; returns whether it existed."""
-        return int(self.client.call("DEL", self._k(key))) > 0
+        return self.client._run(self._delete(key))
 
     def scan(self, prefix: str | None = None, limit: int | None = None) -> Page:
         """Items under ``prefix`` in key order (``Page.more`` if ``limit`` cut it).
@@ -337,30 +504,7 @@ class ClientTable:
         ``Page.revision`` is read before the scan: a watch from ``revision + 1``
         misses nothing (it may repeat changes the page already shows).
         """
-        if limit is not None and limit < 0:
-            raise errors.InvalidQuery("limit must be >= 0")
-        revision = self.client.revision()
-        patterns = _scan_patterns(self.name, prefix)
-        found_keys: set[str] = set()
-        for pattern in patterns:
-            cursor: int | bytes = 0
-            while True:
-                cursor, found = self.client.call(
-                    "SCAN", cursor, "MATCH", pattern, "COUNT", _SCAN_COUNT
-                )
-                found_keys.update(_keys_of(self.name, found))
-                if int(cursor) == 0 or _enough(patterns, found_keys, limit):
-                    break
-        keys = sorted(found_keys)
-        return _page(
-            keys, self._mget(keys[: None if limit is None else limit + 1]), limit, revision
-        )
-
-    def _mget(self, keys: list[str]) -> list[Any]:
-        if not keys:
-            return []
-        result: list[Any] = self.client.call("JSON.MGET", *map(self._k, keys), ".")
-        return result
+        return self.client._run(self._scan(prefix, limit))
 
     def watch(
         self,
@@ -373,28 +517,11 @@ class ClientTable:
 
         Without ``start_revision`` it starts after the current revision.
         """
-        start = start_revision if start_revision is not None else self.client.revision() + 1
-        return ClientWatch(self.client, _Cursor(_spec(self.name, key, prefix), start))
+        return ClientWatch(self.client, self.client._run(self._cursor(key, prefix, start_revision)))
 
 
-def _page(keys: list[str], raws: list[Any], limit: int | None, revision: int) -> Page:
-    items = [(k, _load(raw)) for k, raw in zip(keys, raws, strict=False) if raw is not None]
-    more = limit is not None and len(items) > limit
-    return Page(items[:limit] if limit is not None else items, more, revision)
-
-
-class ClientWatch:
+class ClientWatch(_WatchBase[Client, redis.connection.Connection]):
     """An iterator of :class:`Event` that survives dropped connections."""
-
-    def __init__(
-        self, client: Client, cursor: _Cursor, *, retries: int = 8, backoff: float = 0.1
-    ) -> None:
-        self.client = client
-        self.cursor = cursor
-        self.retries = retries
-        self.backoff = backoff
-        self._conn: redis.connection.Connection | None = None
-        self._closed = False
 
     def __enter__(self) -> ClientWatch:
         return self
@@ -409,10 +536,6 @@ class ClientWatch:
         event = self.get()
         assert event is not None
         return event
-
-    @property
-    def last_revision(self) -> int:
-        return self.cursor.last
 
     def close(self) -> None:
         self._closed = True
@@ -431,49 +554,31 @@ class ClientWatch:
         return conn
 
     def _connect(self) -> redis.connection.Connection:
-        delay = self.backoff
-        for attempt in range(self.retries + 1):
+        for delay in self._delays():
             try:
                 return self._open()
             except _DROPPED:
-                if attempt == self.retries:
-                    raise
                 time.sleep(delay)
-                delay = min(delay * 2, 2.0)
-        raise AssertionError("unreachable")
+        return self._open()
 
     def get(self, timeout: float | None = None) -> Event | None:
         """The next event; None if ``timeout`` seconds pass without one."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            if self._closed:
-                raise errors.Closed("the watch was closed")
+            self._check_open()
             if self._conn is None:
                 self._conn = self._connect()
             conn = self._conn
             try:
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                left = _time_left(deadline)
                 if left is not None and not conn.can_read(timeout=left):
                     return None
-                message = conn.read_response(push_request=True)
-            except _DROPPED:
+                event = self._accept(conn.read_response(push_request=True))
+            except _RECONNECT:
                 self._drop()
                 continue
-            if isinstance(message, ResponseError):
-                raise amber_error(message)
-            if not isinstance(message, list) or not message:
-                continue
-            kind = message[0]
-            if kind == b"amber.watch" and len(message) >= 7:
-                event = _event(message)
-                if self.cursor.accept(event):
-                    return event
-            elif kind == b"amber.watch.error":
-                error = _watch_error(message)
-                if isinstance(error, errors.Lagged | errors.Closed):
-                    self._drop()
-                    continue
-                raise error
+            if event is not None:
+                return event
 
     def _drop(self) -> None:
         if self._conn is not None:
@@ -492,10 +597,9 @@ class AsyncClient:
         self, url: str = DEFAULT_URL, password: str | None = None, *, socket_timeout: float = 30.0
     ) -> None:
         self.url = url
-        kwargs: dict[str, Any] = {"socket_timeout": socket_timeout}
-        if password is not None:
-            kwargs["password"] = password
-        self.redis: redis.asyncio.Redis = redis.asyncio.Redis.from_url(url, **kwargs)
+        self.redis: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
+            url, **_options(password, socket_timeout)
+        )
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -510,82 +614,61 @@ class AsyncClient:
         return AsyncClientTable(self, name)
 
     async def call(self, *args: Any) -> Any:
-        try:
+        with _server_errors():
             return await self.redis.execute_command(*args)
-        except ResponseError as exc:
-            raise amber_error(exc) from None
+
+    async def _run(self, steps: _Steps[_T]) -> _T:
+        """:meth:`Client._run`, awaiting each reply."""
+        try:
+            request = next(steps)
+            while True:
+                request = steps.send(await self._send(request))
+        except StopIteration as done:
+            result: _T = done.value
+            return result
+
+    async def _send(self, request: _Command | _Multi) -> Any:
+        if isinstance(request, _Multi):
+            with _server_errors():
+                return await request.queue(self.redis.pipeline(transaction=True)).execute()
+        return await self.call(*request)
 
     async def revision(self) -> int:
-        return int(await self.call("AMBER.REV"))
+        return await self._run(_revision())
 
     async def info(self) -> dict[str, Any]:
         result: dict[str, Any] = await self.redis.info()
         return result
 
     async def txn(self, compares: Iterable[Compare], ops: Iterable[Put | Merge | Delete]) -> int:
-        return int(await self.call("AMBER.TXN", _txn_spec(compares, ops)))
+        return await self._run(_txn(_txn_spec(compares, ops)))
 
     def _watch_connection(self) -> redis.asyncio.connection.AbstractConnection:
-        pool = self.redis.connection_pool
-        kwargs = {**pool.connection_kwargs, "socket_timeout": None}
-        connection: redis.asyncio.connection.AbstractConnection = pool.connection_class(**kwargs)
+        connection: redis.asyncio.connection.AbstractConnection = _unpooled(
+            self.redis.connection_pool
+        )
         return connection
 
 
-class AsyncClientTable:
+class AsyncClientTable(_TableBase[AsyncClient]):
     """:class:`ClientTable` for asyncio."""
 
-    def __init__(self, client: AsyncClient, name: str) -> None:
-        self.client = client
-        self.name = name
-
-    def _k(self, key: str) -> str:
-        return _wire_key(self.name, key)
-
     async def get(self, key: str, default: Any = None) -> Any:
-        raw = await self.client.call("JSON.GET", self._k(key))
-        return default if raw is None else _load(raw)
+        return await self.client._run(self._get(key, default))
 
     async def put(
         self, key: str, value: Any, *, ttl: float | None = None, if_absent: bool = False
     ) -> int:
-        spec = _put_spec(self.name, key, value, if_absent, _ttl_ms(ttl))
-        return int(await self.client.call("AMBER.TXN", spec))
+        return await self.client._run(self._put(key, value, ttl, if_absent))
 
     async def merge(self, key: str, patch: Any) -> Any:
-        pipe = self.client.redis.pipeline(transaction=True)
-        pipe.execute_command("JSON.MERGE", self._k(key), "$", _dump(patch))
-        pipe.execute_command("JSON.GET", self._k(key))
-        try:
-            _, raw = await pipe.execute()
-        except ResponseError as exc:
-            raise amber_error(exc) from None
-        return _load(raw)
+        return await self.client._run(self._merge(key, patch))
 
     async def delete(self, key: str) -> bool:
-        return int(await self.client.call("DEL", self._k(key))) > 0
+        return await self.client._run(self._delete(key))
 
     async def scan(self, prefix: str | None = None, limit: int | None = None) -> Page:
-        if limit is not None and limit < 0:
-            raise errors.InvalidQuery("limit must be >= 0")
-        revision = await self.client.revision()
-        patterns = _scan_patterns(self.name, prefix)
-        found_keys: set[str] = set()
-        for pattern in patterns:
-            cursor: int | bytes = 0
-            while True:
-                cursor, found = await self.client.call(
-                    "SCAN", cursor, "MATCH", pattern, "COUNT", _SCAN_COUNT
-                )
-                found_keys.update(_keys_of(self.name, found))
-                if int(cursor) == 0 or _enough(patterns, found_keys, limit):
-                    break
-        keys = sorted(found_keys)
-        wanted = keys[: None if limit is None else limit + 1]
-        raws: list[Any] = []
-        if wanted:
-            raws = await self.client.call("JSON.MGET", *map(self._k, wanted), ".")
-        return _page(wanted, raws, limit, revision)
+        return await self.client._run(self._scan(prefix, limit))
 
     async def watch(
         self,
@@ -594,22 +677,12 @@ class AsyncClientTable:
         prefix: str | None = None,
         start_revision: int | None = None,
     ) -> AsyncClientWatch:
-        start = start_revision if start_revision is not None else await self.client.revision() + 1
-        return AsyncClientWatch(self.client, _Cursor(_spec(self.name, key, prefix), start))
+        cursor = await self.client._run(self._cursor(key, prefix, start_revision))
+        return AsyncClientWatch(self.client, cursor)
 
 
-class AsyncClientWatch:
+class AsyncClientWatch(_WatchBase[AsyncClient, redis.asyncio.connection.AbstractConnection]):
     """:class:`ClientWatch` for asyncio: ``async for event in watch``."""
-
-    def __init__(
-        self, client: AsyncClient, cursor: _Cursor, *, retries: int = 8, backoff: float = 0.1
-    ) -> None:
-        self.client = client
-        self.cursor = cursor
-        self.retries = retries
-        self.backoff = backoff
-        self._conn: redis.asyncio.connection.AbstractConnection | None = None
-        self._closed = False
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self
@@ -618,10 +691,6 @@ class AsyncClientWatch:
         event = await self.get()
         assert event is not None
         return event
-
-    @property
-    def last_revision(self) -> int:
-        return self.cursor.last
 
     async def close(self) -> None:
         self._closed = True
@@ -640,49 +709,33 @@ class AsyncClientWatch:
         return conn
 
     async def _connect(self) -> redis.asyncio.connection.AbstractConnection:
-        delay = self.backoff
-        for attempt in range(self.retries + 1):
+        for delay in self._delays():
             try:
                 return await self._open()
             except _DROPPED:
-                if attempt == self.retries:
-                    raise
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-        raise AssertionError("unreachable")
+        return await self._open()
 
     async def get(self, timeout: float | None = None) -> Event | None:
         """The next event; None if ``timeout`` seconds pass without one."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            if self._closed:
-                raise errors.Closed("the watch was closed")
+            self._check_open()
             if self._conn is None:
                 self._conn = await self._connect()
             conn = self._conn
             try:
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                left = _time_left(deadline)
                 message = await asyncio.wait_for(conn.read_response(push_request=True), left)
+                event = self._accept(message)
             except TimeoutError:
                 await self._drop()  # a cancelled read leaves the stream mid-reply
                 return None
-            except _DROPPED:
+            except _RECONNECT:
                 await self._drop()
                 continue
-            if isinstance(message, ResponseError):
-                raise amber_error(message)
-            if not isinstance(message, list) or not message:
-                continue
-            if message[0] == b"amber.watch" and len(message) >= 7:
-                event = _event(message)
-                if self.cursor.accept(event):
-                    return event
-            elif message[0] == b"amber.watch.error":
-                error = _watch_error(message)
-                if isinstance(error, errors.Lagged | errors.Closed):
-                    await self._drop()
-                    continue
-                raise error
+            if event is not None:
+                return event
 
     async def _drop(self) -> None:
         if self._conn is not None:
