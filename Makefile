@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(PY) bench/embedded.py
 	$(PY) bench/watch.py
 	$(PY) bench/redis_compare.py
+	$(PY) bench/resp_path.py
 	$(PY) bench/http_load.py
 	$(PY) bench/backends.py
 	$(PY) bench/cluster.py

@@ -2,8 +2,10 @@
 
 Starts Debian's ``redis-server`` (AOF on, ``appendfsync always``, loopback,
 its own temp dir) and ``amber serve --durability always`` (its own temp dir),
-runs ``redis-benchmark -t set,get -n N -q`` against each with ``-c 50``,
-``-c 50 -P 16`` and ``-c 1``, and prints ops/s and the Amber/Redis ratio.
+runs ``redis-benchmark -t set`` and ``-t get`` (``-n N -q``) against each
+with ``-c 50``, ``-c 50 -P 16`` and ``-c 1``, and prints ops/s, the
+Amber/Redis ratio and each server's CPU per request (user + system µs, from
+``/proc``): on a machine the client shares, the ratio follows the CPU.
 
     python bench/redis_compare.py [-n 200000]
 
@@ -14,6 +16,7 @@ compare like with like.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import signal
@@ -22,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 CONFIGS = (
@@ -85,16 +89,45 @@ def start_amber(folder: Path) -> tuple[subprocess.Popen[str], int]:
     return proc, port
 
 
-def benchmark(port: int, requests: int, extra: list[str]) -> dict[str, float]:
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of a process so far (Linux ``/proc``; else zeros)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def benchmark(port: int, pid: int, test: str, requests: int, extra: list[str]) -> Run:
+    """One redis-benchmark test; its rate and the server's CPU per request."""
+    user, system = cpu_seconds(pid)
     out = subprocess.run(
-        ["redis-benchmark", "-p", str(port), "-t", "set,get", "-n", str(requests), "-q", *extra],
+        ["redis-benchmark", "-p", str(port), "-t", test, "-n", str(requests), "-q", *extra],
         capture_output=True,
         text=True,
         timeout=3600,
         check=True,
     ).stdout.replace("\r", "\n")
-    found = dict(re.findall(r"^(SET|GET): ([\d.]+) requests per second", out, re.M))
-    return {name: float(value) for name, value in found.items()}
+    user_after, system_after = cpu_seconds(pid)
+    found = re.findall(r"^[A-Z]+: ([\d.]+) requests per second", out, re.M)
+    return Run(
+        float(found[-1]) if found else 0.0,
+        (user_after - user) / requests * 1e6,
+        (system_after - system) / requests * 1e6,
+    )
+
+
+@dataclass(frozen=True)
+class Run:
+    ops: float
+    #: The server's CPU per request, µs.
+    user_us: float
+    system_us: float
+
+    def cpu(self) -> str:
+        return f"{self.user_us:.1f} + {self.system_us:.1f}"
 
 
 def main() -> int:
@@ -105,7 +138,7 @@ def main() -> int:
         if shutil.which(tool) is None:
             print(f"{tool} is not installed (Debian: apt-get install redis-server redis-tools)")
             return 1
-    rows: list[tuple[str, str, float, float]] = []
+    rows: list[tuple[str, str, Run, Run]] = []
     with tempfile.TemporaryDirectory(prefix="amber-bench-") as tmp:
         root = Path(tmp)
         (root / "redis").mkdir()
@@ -114,27 +147,30 @@ def main() -> int:
         amber_proc, amber_port = start_amber(root / "amber")
         try:
             for label, extra in CONFIGS:
-                # Alternate the servers so a noisy neighbour hurts both alike.
-                ours = benchmark(amber_port, args.n, extra)
-                theirs = benchmark(redis_port, args.n, extra)
-                for test in ("SET", "GET"):
-                    rows.append((test, label, ours.get(test, 0.0), theirs.get(test, 0.0)))
-                    print(f"  {test} {label}: amber {ours.get(test, 0):,.0f} ops/s, "
-                          f"redis {theirs.get(test, 0):,.0f} ops/s", file=sys.stderr)  # fmt: skip
+                for test in ("SET", "GET"):  # GET reads the key SET wrote
+                    # Alternate the servers so a noisy neighbour hurts both alike.
+                    ours = benchmark(amber_port, amber_proc.pid, test, args.n, extra)
+                    theirs = benchmark(redis_port, redis_proc.pid, test, args.n, extra)
+                    rows.append((test, label, ours, theirs))
+                    print(f"  {test} {label}: amber {ours.ops:,.0f} ops/s, "
+                          f"redis {theirs.ops:,.0f} ops/s", file=sys.stderr)  # fmt: skip
         finally:
             amber_proc.send_signal(signal.SIGTERM)
             redis_proc.send_signal(signal.SIGTERM)
             amber_proc.wait(60)
             redis_proc.wait(60)
-    print(f"redis-benchmark -t set,get -n {args.n} -q; both servers fsync every write")
+    print(f"redis-benchmark -t set|get -n {args.n} -q; both servers fsync every write")
+    print("server CPU per request: user + system µs")
     print()
-    print("| test | clients | Amber ops/s | Redis ops/s | Amber/Redis | goal |")
-    print("| --- | --- | ---: | ---: | ---: | ---: |")
-    for test, label, ours_ops, theirs_ops in rows:
-        ratio = ours_ops / theirs_ops if theirs_ops else 0.0
+    print("| test | clients | Amber ops/s | Redis ops/s | Amber/Redis | goal "
+          "| Amber CPU µs | Redis CPU µs |")  # fmt: skip
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for test, label, ours, theirs in rows:
+        ratio = ours.ops / theirs.ops if theirs.ops else 0.0
         goal = GOALS.get((test, label))
         goal_text = f">= {goal:.1f}x" + (" ok" if ratio >= goal else " MISSED") if goal else ""
-        cells = [test, label, f"{ours_ops:,.0f}", f"{theirs_ops:,.0f}", f"{ratio:.2f}x", goal_text]
+        cells = [test, label, f"{ours.ops:,.0f}", f"{theirs.ops:,.0f}", f"{ratio:.2f}x",
+                 goal_text, ours.cpu(), theirs.cpu()]  # fmt: skip
         print("| " + " | ".join(cells) + " |")
     return 0
 
