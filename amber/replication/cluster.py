@@ -60,7 +60,7 @@ from typing import Any
 
 import msgpack
 from pysyncobj import SyncObj, SyncObjConf, SyncObjException, replicated
-from pysyncobj.config import FAIL_REASON
+from pysyncobj.config import FAIL_REASON, SERIALIZER_STATE
 from pysyncobj.node import TCPNode
 from pysyncobj.transport import TCPTransport
 
@@ -80,7 +80,7 @@ from ..node.supervisor import Supervisor
 from ..persistence.files import FileLayer, LockHeld, OsFiles
 from ..persistence.snapshot import read_chunks, write_chunk_file
 from ..store.batch import Batch, decode_record, encode_body, stamp
-from ..store.state import ApplyResult, Store
+from ..store.state import ApplyResult, Store, StoreImage
 from . import hardening
 from .config import ClusterConfig, parse_address
 from .journal import DurableJournal
@@ -197,6 +197,10 @@ class ClusterNode(Node):
         except LockHeld as exc:
             raise Locked(f"{self._folder} is in use by another process ({exc.owner})") from exc
         self._dump_path = os.path.join(raft_dir, "snapshot.amber")
+        #: The background snapshot write: its thread and what to tell PySyncObj.
+        self._dump_guard = hardening.guard_dump(self._dump_path)
+        self._dump_job: threading.Thread | None = None
+        self._dump_state = SERIALIZER_STATE.NOT_SERIALIZING
         self._lock = threading.Lock()
         self._queue: list[_Pending] = []
         self._raft_calls: list[Callable[[], None]] = []
@@ -253,6 +257,7 @@ class ClusterNode(Node):
             journalFile=self.journal,
             fullDumpFile=self._dump_path,
             serializer=self._serialize,
+            serializeChecker=self._dump_progress,
             deserializer=self._deserialize,
             logCompactionMinEntries=c.compaction_entries,
             logCompactionMinTime=c.compaction_seconds,
@@ -272,6 +277,7 @@ class ClusterNode(Node):
                 time.sleep(TICK_SECONDS)
 
     def _release(self) -> None:
+        hardening.unguard_dump(self._dump_guard)
         with contextlib.suppress(Exception):
             self.journal._destroy()
         self._folder_lock.release()
@@ -348,10 +354,14 @@ class ClusterNode(Node):
         return (last, prev, members)
 
     def _serialize(self, path: str, data: tuple[Any, ...]) -> None:
-        """PySyncObj's log compaction: write the store image as of the last applied entry.
+        """PySyncObj's log compaction: the store image as of the last applied entry.
 
-        Runs on the Raft thread, where entries are applied, so the image is
-        exactly the state after ``last``.
+        Called on the Raft thread, where entries are applied, so the image
+        captured here (a shallow copy, milliseconds) is exactly the state
+        after ``last``. Encoding and writing it — seconds for a large store,
+        which would hold up heartbeats — run on a thread of their own;
+        ``_dump_progress`` tells PySyncObj when the file is durable, and only
+        then does it compact the journal.
         """
         last, prev, members = data
         with self.store.lock:
@@ -366,10 +376,43 @@ class ClusterNode(Node):
                 sorted(node.address for node in members),
             ]
         )
-        chunks = chain(
-            [head], Store.image_chunks(image), self.watch_hub.image_chunks(image.revision)
+        self._dump_state = SERIALIZER_STATE.SERIALIZING
+        self._dump_job = threading.Thread(
+            target=self._write_dump,
+            args=(head, image, self._dump_guard.generation),
+            name=f"amber-snapshot-{self.cluster.node_id}",
+            daemon=True,
         )
-        write_chunk_file(self._files, path, image.seq, chunks)
+        self._dump_job.start()
+
+    def _write_dump(self, head: bytes, image: StoreImage, generation: int) -> None:
+        """Write the snapshot next to the live one, then rename it into place."""
+        path = self._dump_path + ".writing"
+        guard = self._dump_guard
+        try:
+            chunks = chain(
+                [head], Store.image_chunks(image), self.watch_hub.image_chunks(image.revision)
+            )
+            write_chunk_file(self._files, path, image.seq, chunks)
+            with guard.lock:
+                if guard.generation != generation:
+                    # A leader's newer snapshot was installed meanwhile: keep it.
+                    self._files.remove(path)
+                    self._dump_state = SERIALIZER_STATE.FAILED
+                    return
+                self._files.rename(path, self._dump_path)
+                self._files.fsync_dir(os.path.dirname(self._dump_path))
+            self._dump_state = SERIALIZER_STATE.SUCCESS
+        except Exception:
+            log.exception("writing the snapshot failed; the journal is not compacted")
+            self._dump_state = SERIALIZER_STATE.FAILED
+
+    def _dump_progress(self) -> int:
+        """PySyncObj's ``serializeChecker`` (Raft thread): where the background write is."""
+        state = self._dump_state
+        if state in (SERIALIZER_STATE.SUCCESS, SERIALIZER_STATE.FAILED):
+            self._dump_state = SERIALIZER_STATE.NOT_SERIALIZING
+        return int(state)
 
     def _deserialize(self, path: str) -> tuple[Any, ...]:
         preloaded, self._preloaded = self._preloaded, None
@@ -734,6 +777,8 @@ class ClusterNode(Node):
             self._ticking = False
             self._ticker.join(timeout=10)
             self._engine.destroy()
+            if self._dump_job is not None:
+                self._dump_job.join(timeout=60)  # the folder stays ours until it is written
         finally:
             self.watch_hub.close()
             self._release()

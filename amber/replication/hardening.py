@@ -22,6 +22,15 @@ original, so other users of PySyncObj in the same process keep working:
   ``rename``: neither the new file's bytes nor the rename survive a power
   cut for sure, yet the journal is compacted right after. The replacement
   fsyncs the file, renames, and fsyncs the directory.
+- **Snapshots written off the Raft thread.** PySyncObj calls the serializer
+  on the thread that sends heartbeats; encoding a large store there delays
+  them into elections. An Amber node captures the image there (a shallow
+  copy) and writes the file on a thread of its own, reporting progress
+  through ``serializeChecker``. So PySyncObj's own rename of the serializer's
+  temporary file is skipped for a guarded dump, and a leader's snapshot
+  received meanwhile is renamed into place under the guard's lock, so the
+  background write, which checks the guard's generation under the same
+  lock, can never put an older image over it (:class:`DumpGuard`).
 """
 
 from __future__ import annotations
@@ -41,7 +50,7 @@ import pysyncobj.tcp_connection as _pso_tcp
 
 from ..persistence.files import sync_fd
 
-__all__ = ["install", "restricted_loads"]
+__all__ = ["DumpGuard", "guard_dump", "install", "restricted_loads", "unguard_dump"]
 
 #: The only classes a message or command may name. Protocol 2 (PySyncObj's)
 #: spells bytes as ``_codecs.encode`` (empty bytes as ``bytes()``) and sets
@@ -96,6 +105,49 @@ def _journal_for(journal_file: Any) -> Any:
     return _create_journal(journal_file)
 
 
+class DumpGuard:
+    """Orders the renames onto one node's full-dump file (see the module doc).
+
+    ``generation`` counts the snapshots received from a leader; a background
+    write started at an older generation must not replace the file.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.lock = threading.Lock()
+        self.generation = 0
+
+
+_guards: dict[str, DumpGuard] = {}
+
+
+def guard_dump(path: str) -> DumpGuard:
+    """Take over the full-dump file at ``path``: its owner writes it in the background."""
+    guard = DumpGuard(os.path.abspath(path))
+    with _lock:
+        _guards[guard.path] = guard
+    return guard
+
+
+def unguard_dump(guard: DumpGuard) -> None:
+    with _lock:
+        if _guards.get(guard.path) is guard:
+            del _guards[guard.path]
+
+
+def _replace_dump(src: str, dst: str) -> None:
+    """PySyncObj's ``atomicReplace``: durable, and ordered for a guarded dump."""
+    guard = _guards.get(os.path.abspath(dst))
+    if guard is None:
+        durable_replace(src, dst)
+    elif src == dst + ".tmp":
+        pass  # the serializer's own file: a guarded dump is written by its owner
+    else:  # a snapshot received from the leader
+        with guard.lock:
+            guard.generation += 1
+            durable_replace(src, dst)
+
+
 def _open_for_serializer(path: str, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
     """``open`` for PySyncObj's serializer: a snapshot read gets an in-memory copy."""
     if mode == "rb":
@@ -123,7 +175,7 @@ def install() -> None:
         )
         _pso_tcp.pickle = shim
         _pso_syncobj.pickle = shim
-        _pso_serializer.atomicReplace = durable_replace
+        _pso_serializer.atomicReplace = _replace_dump
         _pso_serializer.open = _open_for_serializer
         _pso_syncobj.createJournal = _journal_for
         _installed = True

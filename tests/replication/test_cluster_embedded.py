@@ -189,6 +189,72 @@ def test_compaction_snapshots_restart_and_a_new_member_catches_up_by_snapshot(tm
             db.close()
 
 
+def test_snapshots_are_written_off_the_raft_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a member's snapshot file is being written, its Raft thread goes on.
+
+    The write is held at its start; meanwhile the cluster keeps committing
+    (heartbeats and applies run) and the journal is not compacted. Once the
+    write ends, the file is in place and the journal is compacted.
+    """
+    import amber.replication.cluster as cluster_module
+
+    started = threading.Event()
+    release = threading.Event()
+    real_write = cluster_module.write_chunk_file
+
+    def held_write(files: Any, path: str, last_seq: int, chunks: Any) -> int:
+        started.set()
+        assert release.wait(30), "the test never released the snapshot write"
+        return real_write(files, path, last_seq, chunks)
+
+    monkeypatch.setattr(cluster_module, "write_chunk_file", held_write)
+    configs = _configs(3, compaction_entries=40)
+    dbs = _open_all(tmp_path, configs)
+    try:
+        for i in range(120):
+            dbs[i % 3].table("t").put(f"k{i:03d}", i)
+        assert started.wait(20), "no snapshot was started"
+        snapshots = [tmp_path / f"n{i}" / "raft" / "snapshot.amber" for i in (1, 2, 3)]
+        before = [p.exists() for p in snapshots]
+        # Every member's snapshot write is held: writes still commit everywhere.
+        for i in range(60):
+            dbs[i % 3].table("t").put(f"during{i:02d}", i)
+        for db in dbs:
+            db.barrier()
+            assert db.table("t").get("during59") == 59
+        assert [p.exists() for p in snapshots] == before
+
+        def entries() -> list[int]:
+            return [db._node.journal.stats()["entries"] for db in dbs]  # type: ignore[attr-defined]
+
+        held = entries()
+        assert min(held) >= 180, held  # nothing compacted while the writes are held
+        release.set()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (
+            all(p.exists() for p in snapshots) and max(entries()) < 100
+        ):
+            dbs[0].table("t").put("tick", time.monotonic())  # compaction checks run on ticks
+            time.sleep(0.1)
+        assert all(p.exists() for p in snapshots)
+        assert max(entries()) < 100, entries()
+    finally:
+        release.set()
+        for db in dbs:
+            db.close()
+    # Reopened from snapshot + journal: the same rows as before.
+    dbs = _open_all(tmp_path, configs)
+    try:
+        rows = _rows(dbs[0])
+        assert rows["t"]["during59"] == 59 and rows["t"]["k119"] == 119
+        assert _rows(dbs[1]) == rows
+    finally:
+        for db in dbs:
+            db.close()
+
+
 def test_cluster_config_refuses_without_a_secret_and_bad_peers():
     with pytest.raises(InvalidArgument, match="secret"):
         ClusterConfig("n1", "127.0.0.1:7390", {"n2": "127.0.0.1:7391"})
