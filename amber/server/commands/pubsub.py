@@ -206,14 +206,14 @@ def punsubscribe(session: Any, kv: Any, args: list[bytes]) -> Any:
     return _confirm_each(session, b"punsubscribe", hub.punsubscribe, patterns)
 
 
-@command("PUBLISH", 3, "pubsub fast", group="pubsub")
+@command("PUBLISH", 3, "fast", group="pubsub")
 def publish(session: Any, kv: Any, args: list[bytes]) -> Any:
     """Send a message to a channel; how many clients received it."""
     hub: PubSub = session.state.pubsub
     return hub.publish(args[1], args[2])
 
 
-@command("PUBSUB", -2, "pubsub", group="pubsub")
+@command("PUBSUB", -2, "fast", group="pubsub")
 def pubsub(session: Any, kv: Any, args: list[bytes]) -> Any:
     """PUBSUB CHANNELS [pattern] | NUMSUB [channel …] | NUMPAT."""
     hub: PubSub = session.state.pubsub

@@ -72,6 +72,9 @@ class RespConnection(asyncio.Protocol):
         self._scheduled = False
         #: ``_commit_done`` bound once: it is handed to every write's reply.
         self._on_commit = self._commit_done
+        #: While ``_process`` runs: the replies it has not written yet (a push
+        #: goes behind them, as in Redis' output buffer).
+        self._unsent: list[bytes] | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------
 
@@ -149,6 +152,7 @@ class RespConnection(asyncio.Protocol):
         ran: list[Command] = []
         started = perf_counter()
         out: list[bytes] = []
+        self._unsent = out
         budget = limits.max_pipeline
         exhausted = False
         submitted = False
@@ -161,6 +165,7 @@ class RespConnection(asyncio.Protocol):
                 try:
                     args = parser.next()
                 except ProtocolError as exc:
+                    self._unsent = None
                     if out:
                         transport.write(b"".join(out))
                     self._protocol_error(exc)
@@ -242,6 +247,7 @@ class RespConnection(asyncio.Protocol):
             if budget <= 0:
                 self._yield_turn()
                 break
+        self._unsent = None
         if submitted:
             session.last_active = time.monotonic()
         if ran:
@@ -300,10 +306,18 @@ class RespConnection(asyncio.Protocol):
     # -- out-of-band -------------------------------------------------------------------
 
     def _push(self, message: Any) -> None:
+        """Send a pub/sub message or watch event, after the replies already owed."""
         transport = self.transport
         if transport is None or self.closed:
             return
-        transport.write(self.encode(message))
+        data = self.encode(message)
+        if self.replies:
+            self.replies.append(data)  # behind replies waiting for a commit
+            return
+        if self._unsent is not None:
+            self._unsent.append(data)  # behind this run's replies
+            return
+        transport.write(data)
         if transport.get_write_buffer_size() > self.server.limits.max_output_bytes:
             log.warning(
                 "closing client %s: it does not read its messages (over %d bytes queued)",
