@@ -519,3 +519,19 @@ def test_pipelined_subscribe_then_publish_keeps_reply_order(connect: Any) -> Non
     # message and PUBLISH's count.
     assert replies[0] == [b"subscribe", b"po:c", 1]
     assert sorted(replies[1:], key=is_push) == [1, [b"message", b"po:c", b"m"]]
+
+
+def test_pubsub_subcommand_errors_use_redis_words(connect: Any) -> None:
+    conn = connect()
+    for args, expected in [
+        (("PUBSUB", "FOO"), "ERR unknown subcommand 'FOO'. Try PUBSUB HELP."),
+        (("PUBSUB", "NUMPAT", "x"), "ERR wrong number of arguments for 'pubsub|numpat' command"),
+        (
+            ("PUBSUB", "CHANNELS", "a", "b"),
+            "ERR unknown subcommand or wrong number of arguments for 'CHANNELS'. Try PUBSUB HELP.",
+        ),
+    ]:
+        error = conn.call(*args)
+        assert isinstance(error, hiredis.ReplyError)
+        assert str(error) == expected
+    assert conn.call("PING") == b"PONG"  # the connection stays usable

@@ -218,6 +218,13 @@ def pubsub(session: Any, kv: Any, args: list[bytes]) -> Any:
     """PUBSUB CHANNELS [pattern] | NUMSUB [channel …] | NUMPAT."""
     hub: PubSub = session.state.pubsub
     sub = args[1].upper()
+    # Redis 7's words for a wrong count, which differ by subcommand.
+    if sub == b"NUMPAT" and len(args) > 2:
+        raise CommandError("wrong number of arguments for 'pubsub|numpat' command")
+    if sub == b"CHANNELS" and len(args) > 3:
+        raise CommandError(
+            "unknown subcommand or wrong number of arguments for 'CHANNELS'. Try PUBSUB HELP."
+        )
     if sub == b"CHANNELS":
         match = _bytes_glob(args[2]) if len(args) > 2 else None
         return [c for c in sorted(hub.channels) if match is None or match(c)]
@@ -228,7 +235,8 @@ def pubsub(session: Any, kv: Any, args: list[bytes]) -> Any:
         return out
     if sub == b"NUMPAT":
         return len(hub.patterns)
-    raise CommandError(f"unknown subcommand '{args[1].decode('utf-8', 'replace')}'")
+    name = args[1].decode("utf-8", "replace")
+    raise CommandError(f"unknown subcommand '{name}'. Try PUBSUB HELP.")
 
 
 # -- AMBER.WATCH -------------------------------------------------------------------------
