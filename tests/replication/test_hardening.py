@@ -45,12 +45,43 @@ def test_anything_else_is_refused_without_running_it(payload: object):
 def test_install_routes_pysyncobj_through_the_restricted_unpickler():
     hardening.install()
     import pysyncobj.tcp_connection as tcp
-    from pysyncobj import serializer
 
     assert tcp.pickle.loads is hardening.restricted_loads
-    assert serializer.atomicReplace is hardening.durable_replace
     with pytest.raises(pickle.UnpicklingError):
         tcp.pickle.loads(pickle.dumps(_Boom(), protocol=2))
+
+
+def test_pysyncobj_dump_renames_are_durable_and_ordered_for_a_guarded_dump(tmp_path):
+    hardening.install()
+    from pysyncobj import serializer
+
+    replace = serializer.atomicReplace
+    # Unguarded (another PySyncObj user in the process): a plain durable rename.
+    other = tmp_path / "other.bin"
+    (tmp_path / "other.bin.tmp").write_bytes(b"new")
+    replace(str(tmp_path / "other.bin.tmp"), str(other))
+    assert other.read_bytes() == b"new"
+
+    dump = tmp_path / "snapshot.amber"
+    dump.write_bytes(b"current")
+    guard = hardening.guard_dump(str(dump))
+    try:
+        # The serializer's own temporary file: its owner writes the dump, so no rename.
+        (tmp_path / "snapshot.amber.tmp").write_bytes(b"stale")
+        replace(str(tmp_path / "snapshot.amber.tmp"), str(dump))
+        assert dump.read_bytes() == b"current"
+        # A snapshot received from the leader: renamed in, and the generation moves
+        # on, so a background write begun before it knows not to replace it.
+        (tmp_path / "snapshot.amber.1.tmp").write_bytes(b"leader")
+        before = guard.generation
+        replace(str(tmp_path / "snapshot.amber.1.tmp"), str(dump))
+        assert dump.read_bytes() == b"leader"
+        assert guard.generation == before + 1
+    finally:
+        hardening.unguard_dump(guard)
+    (tmp_path / "snapshot.amber.tmp").write_bytes(b"plain again")
+    replace(str(tmp_path / "snapshot.amber.tmp"), str(dump))
+    assert dump.read_bytes() == b"plain again"
 
 
 def test_durable_replace_moves_the_file_over_the_old_one(tmp_path: Path):
