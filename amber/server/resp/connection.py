@@ -206,11 +206,8 @@ class RespConnection(asyncio.Protocol):
                             session.last_command = command.name
                             submitted = True
                             fast = None  # a read now waits for this write
-                            replies.append(pending)
-                            pending.notify = self._on_commit
                             budget -= 1
-                            if len(replies) >= limits.max_pipeline:
-                                self._pause_reading()
+                            if self._owe(pending):
                                 break
                             if budget > 0:
                                 continue
@@ -226,18 +223,8 @@ class RespConnection(asyncio.Protocol):
             if session.protocol != self._protocol:
                 self._protocol = session.protocol
                 self.encode = encode = encoder_for(session.protocol)
-            kind = type(reply)
-            if kind is Pending:
-                replies.append(reply)
-                reply.notify = self._on_commit
-                if len(replies) >= limits.max_pipeline:
-                    self._pause_reading()
-                    break
-            elif isinstance(reply, asyncio.Future):
-                replies.append(reply)
-                reply.add_done_callback(self._on_commit)
-                if len(replies) >= limits.max_pipeline:
-                    self._pause_reading()
+            if type(reply) is Pending or isinstance(reply, asyncio.Future):
+                if self._owe(reply):
                     break
             elif replies:
                 replies.append(encode(reply))
@@ -263,6 +250,18 @@ class RespConnection(asyncio.Protocol):
             self.closed = True
         elif self.reading_paused and not self.writing_paused:
             self._resume_reading()
+
+    def _owe(self, reply: Pending | asyncio.Future[Any]) -> bool:
+        """Queue a reply that exists once its write commits; True: stop reading for now."""
+        self.replies.append(reply)
+        if isinstance(reply, Pending):
+            reply.notify = self._on_commit
+        else:
+            reply.add_done_callback(self._on_commit)
+        if len(self.replies) < self.server.limits.max_pipeline:
+            return False
+        self._pause_reading()
+        return True
 
     def _yield_turn(self) -> None:
         """Let other clients run; go on with this pipeline in the next turn."""
