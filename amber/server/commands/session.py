@@ -24,7 +24,7 @@ from typing import Any
 
 from ...errors import AmberError, ConditionFailed
 from ..wire_errors import wire_error
-from .coalesce import coalescible
+from .coalesce import Pending, coalescible
 from .registry import REGISTRY, Command, CommandError, Entries, Later
 from .replies import NULL_ARRAY, ErrorReply, Push, Simple
 from .scope import MustDrain, Scope
@@ -182,13 +182,12 @@ class Session:
             return reply
         if command.blind is not None:
             try:
-                blind = command.blind(self, args)
+                pending = self.submit_blind(command, args, started)
             except Exception as exc:
                 state.stats.record(command.name, time.perf_counter() - started, False)
                 return error_reply(exc)
-            if blind is not None:
-                ops, reply = blind
-                return state.coalescer.add(self, command.name, ops, reply, started=started)
+            if pending is not None:
+                return pending
         scope = Scope(state.db, barrier=self.pending > 0)
         try:
             reply = command.handler(self, scope, args)
@@ -246,16 +245,28 @@ class Session:
             return _FAST_READS or _fast_reads()
         return None
 
+    def submit_blind(self, command: Command, args: list[bytes], started: float) -> Pending | None:
+        """Queue ``command``'s blind form with the coalescer; None if this call has none.
+
+        The form's errors (a bad key, a bad value) propagate: the caller answers them.
+        """
+        assert command.blind is not None
+        form = command.blind(self, args)
+        if form is None:
+            return None
+        ops, reply = form
+        return self.state.coalescer.add(self, command.name, ops, reply, started=started)
+
     def fast_blind_writes(self) -> dict[bytes, Command] | None:
         """The commands with a blind form this session may submit without ``execute``.
 
         The same conditions as :meth:`fast_reads`, except that writes in
         flight are fine as long as none of them read (``execute`` would not
         drain either): a pipeline of SETs goes to the coalescer straight from
-        the front end. The caller checks arity, calls ``command.blind``, and
-        on ``None`` or an exception runs the command with ``execute``, which
-        answers (and counts) it properly; it also keeps ``last_command`` and
-        ``last_active`` current.
+        the front end. The caller checks arity, calls :meth:`submit_blind`,
+        and on ``None`` or an exception runs the command with ``execute``,
+        which answers (and counts) it properly; it also keeps
+        ``last_command`` and ``last_active`` current.
         """
         if (
             self.authenticated

@@ -12,7 +12,7 @@ order:
 - while the session allows it (``Session.fast_reads``), read-only commands
   run straight from the command table, skipping ``execute``'s per-call
   checks: a pipeline of GETs costs little more than parsing and encoding;
-  likewise blind writes (``Session.fast_blind_writes``: a plain SET, DEL …)
+  likewise blind writes (``Session.fast_blind_writes``: a plain ``SET k v``)
   go from the parser to the coalescer;
 - a command that must see this connection's writes in flight waits for them
   (``DRAIN``), the rest of the pipeline behind it;
@@ -148,7 +148,6 @@ class RespConnection(asyncio.Protocol):
         # it, blind writes go straight to the coalescer (see the module doc).
         fast, reads = session.fast_reads(), session.state.reads
         blind_writes = session.fast_blind_writes()
-        coalesce = session.state.coalescer.add
         ran: list[Command] = []
         started = perf_counter()
         out: list[bytes] = []
@@ -194,15 +193,11 @@ class RespConnection(asyncio.Protocol):
                 if blind_writes is not None:
                     command = blind_writes.get(args[0])
                     if command is not None and command.min_args <= len(args) <= command.max_args:
-                        begun = perf_counter()
                         try:
-                            form = command.blind(session, args)  # type: ignore[misc]
+                            pending = session.submit_blind(command, args, perf_counter())
                         except Exception:  # let execute answer (and count) the error
-                            form = None
-                        if form is not None:
-                            pending = coalesce(
-                                session, command.name, form[0], form[1], started=begun
-                            )
+                            pending = None
+                        if pending is not None:
                             session.last_command = command.name
                             submitted = True
                             fast = None  # a read now waits for this write
