@@ -10,7 +10,10 @@ is durable, in its connection's order.
 
 What changes for an observer: independent writes that arrived together
 share a revision (a watcher sees one revision with several keys). Writes of
-one connection keep their order.
+one connection keep their order: the ops of a batch apply in the order they
+were added, and batches reach the log in the order they were flushed (see
+``Coalescer._flush``; how a session orders these against its other writes is
+in :mod:`.session`).
 """
 
 from __future__ import annotations
@@ -114,6 +117,9 @@ class Coalescer:
         self._scheduled = False
         #: Moving average of the seconds a commit took (decides inline or not).
         self.commit_seconds = 0.0
+        #: Batches handed to a task and not finished: until they are, flushes
+        #: go the same way (a task submits on its first step, tasks step in order).
+        self.handed_off = 0
         #: Batches committed and commands they carried (INFO).
         self.batches = 0
         self.commands = 0
@@ -145,8 +151,10 @@ class Coalescer:
         self._ops, self._waiters, self._entries = [], [], False
         state = self.state
         started = time.perf_counter()
-        # A cluster commit waits on the network: never in the loop.
-        if self.commit_seconds <= INLINE_FLUSH_MAX and not state.clustered:
+        # A cluster commit waits on the network: never in the loop. And never
+        # inline while a batch handed off earlier may not have been submitted
+        # yet: batches reach the log in the order they were flushed.
+        if self.commit_seconds <= INLINE_FLUSH_MAX and not state.clustered and not self.handed_off:
             result: Any = None
             error: BaseException | None = None
             try:
@@ -170,8 +178,10 @@ class Coalescer:
         for key in keys:
             inflight[key] = done
         task = loop.create_task(state.db.acommit_checked(ops, entries=entries))
+        self.handed_off += 1
 
         def finished(task: asyncio.Task[Any]) -> None:
+            self.handed_off -= 1
             done.set_result(None)
             for key in keys:
                 if inflight.get(key) is done:

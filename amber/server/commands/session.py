@@ -9,9 +9,23 @@ command; ``execute`` answers with
 - :data:`DRAIN`: the command must wait until this session's writes in flight
   are answered (it reads, and must see them); call ``execute`` again then.
 
-Blind writes (SET, MSET, DEL, JSON.SET at the root …) of one pipeline are
-submitted back to back without waiting, so they share one group commit and
-keep their order; anything that reads waits for them first.
+**Order.** One session's commands take effect in the order sent, whatever
+route each takes. A write reaches the database by one of two routes: the
+**coalescer** (blind writes: SET, MSET, DEL, JSON.SET at the root … — a FIFO
+of batches, see :mod:`.coalesce`) or a **solo commit** (a read-modify-write,
+a MULTI block, a write the coalescer cannot carry: its own task, which may
+wait for other writers and retry). Only the coalescer keeps order between
+writes in flight, so (checked in :meth:`Session.execute`):
+
+- a read waits until none of the session's writes is in flight (it must see
+  them);
+- a coalesced write may join while the session's writes in flight are all
+  coalesced (they share one group commit and keep their order);
+- a solo commit starts only when nothing of the session is in flight, and
+  everything after it waits for it.
+
+Waiting is :data:`DRAIN`: the front end holds the command (and the rest of
+the pipeline behind it) and runs it again once the writes are answered.
 """
 
 from __future__ import annotations
@@ -99,9 +113,10 @@ class Session:
         self.patterns: set[bytes] = set()
         #: AMBER.WATCH streams: spec -> the task pushing its events.
         self.watches: dict[bytes, asyncio.Task[None]] = {}
-        #: Writes submitted and not answered yet; and how many of those read.
+        #: Writes submitted and not answered yet; and how many of those are solo
+        #: commits (not coalesced): see "Order" in the module doc.
         self.pending = 0
-        self.pending_reads = 0
+        self.pending_solo = 0
         #: Set by QUIT: the front end closes after the reply.
         self.closing = False
         #: ``READONLY``: this replica's state without a log barrier (clusters only).
@@ -164,7 +179,7 @@ class Session:
         ):
             return ErrorReply("ERR " + _PUBSUB_CONTEXT_ERROR.format(command.name.lower()))
         is_write = command.is_write
-        if self.pending and (self.pending_reads or not is_write):
+        if self.pending and (self.pending_solo or not is_write):
             return DRAIN
         self.last_command = command.name
         started = time.perf_counter()
@@ -207,6 +222,8 @@ class Session:
             if not scope.reads and not scope.conditions and coalescible(scope.ops):
                 return state.coalescer.add(self, command.name, scope.ops, reply, started=started)
             rerun = _rerun(self, command, args)
+        if self.pending:
+            return DRAIN  # a solo commit goes after this session's writes in flight
         return self._start_commit(command, scope, reply, started, rerun, aborted)
 
     async def _read_after_barrier(self, command: Command, args: list[bytes], started: float) -> Any:
@@ -261,17 +278,18 @@ class Session:
         """The commands with a blind form this session may submit without ``execute``.
 
         The same conditions as :meth:`fast_reads`, except that writes in
-        flight are fine as long as none of them read (``execute`` would not
-        drain either): a pipeline of SETs goes to the coalescer straight from
-        the front end. The caller checks arity, calls :meth:`submit_blind`,
-        and on ``None`` or an exception runs the command with ``execute``,
+        flight are fine as long as all of them are coalesced (``execute``
+        would not drain either; see "Order" in the module doc): a pipeline of
+        SETs goes to the coalescer straight from the front end. The caller
+        checks arity, calls :meth:`submit_blind`, and on ``None`` or an
+        exception runs the command with ``execute``,
         which answers (and counts) it properly; it also keeps
         ``last_command`` and ``last_active`` current.
         """
         if (
             self.authenticated
             and self.multi is None
-            and not self.pending_reads
+            and not self.pending_solo
             and (self.protocol == 3 or not (self.channels or self.patterns or self.watches))
         ):
             return _FAST_BLIND or _fast_blind()
@@ -310,12 +328,11 @@ class Session:
         rerun: Callable[[Scope], Any],
         aborted: Callable[[], bool] | None,
     ) -> asyncio.Task[Any]:
-        reads = bool(scope.reads)
+        assert not self.pending, "a solo commit starts with nothing of the session in flight"
         self.pending += 1
-        if reads:
-            self.pending_reads += 1
+        self.pending_solo += 1
         return asyncio.get_running_loop().create_task(
-            self._commit(command, scope, reply, started, reads, rerun, aborted)
+            self._commit(command, scope, reply, started, rerun, aborted)
         )
 
     async def _commit(  # noqa: PLR0917
@@ -324,7 +341,6 @@ class Session:
         scope: Scope,
         reply: Any,
         started: float,
-        reads: bool,
         rerun: Callable[[Scope], Any],
         aborted: Callable[[], bool] | None,
     ) -> Any:
@@ -337,8 +353,7 @@ class Session:
             return error_reply(exc)
         finally:
             self.pending -= 1
-            if reads:
-                self.pending_reads -= 1
+            self.pending_solo -= 1
             self.state.stats.record(command.name, time.perf_counter() - started, ok)
 
     async def commit_scope(
