@@ -54,6 +54,7 @@ from .persistence.snapshot import MAGIC, read_chunks, write_snapshot_file
 from .store.state import Store, StoreImage
 
 __all__ = [
+    "BackupPolicy",
     "BackupInfo",
     "Progress",
     "backup",
@@ -145,6 +146,53 @@ def _counted(chunks: Iterator[bytes], total: int, progress: Progress | None) -> 
             progress(min(done, total), total)
     if progress is not None:
         progress(total, total)
+
+
+# -- where a server may write backups -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BackupPolicy:
+    """Where a client of a server (``AMBER.BACKUP``) may have backups written.
+
+    A network client must not choose a file path on the server's host: that
+    is the classic Redis ``CONFIG SET dir`` attack (a value landing in a cron
+    file or ``authorized_keys``). So a client names a backup **inside**
+    ``folder`` (no absolute path, no ``..``, no symlink out, no existing file
+    unless it says ``replace``), and an ``s3://`` destination only under
+    ``s3_prefix``. ``None`` refuses that kind of destination.
+    """
+
+    folder: str | None = None
+    s3_prefix: str | None = None
+
+    def resolve(self, dest: str, *, replace: bool = False) -> str:
+        """The checked destination for ``dest``, or ``InvalidArgument`` saying why not."""
+        if "\x00" in dest or not dest:
+            raise InvalidArgument("name a backup file")
+        if _is_s3(dest):
+            prefix = self.s3_prefix
+            if not prefix:
+                raise InvalidArgument("backups to s3:// are not enabled on this server")
+            if not dest.startswith(prefix) or ".." in dest[len(prefix) :].split("/"):
+                raise InvalidArgument(f"s3 backups must go under {prefix}")
+            return dest
+        if self.folder is None:
+            raise InvalidArgument("backups to files are not enabled on this server")
+        parts = dest.replace("\\", "/").split("/")
+        if os.path.isabs(dest) or ".." in parts or "://" in dest:
+            raise InvalidArgument(
+                "a backup is named relative to the server's backup folder "
+                "(no absolute path, no '..')"
+            )
+        os.makedirs(self.folder, mode=0o700, exist_ok=True)
+        root = os.path.realpath(self.folder)
+        target = os.path.join(root, os.path.normpath(dest))
+        if os.path.realpath(target) != target or not target.startswith(root + os.sep):
+            raise InvalidArgument("a backup must stay inside the backup folder (no symlinks)")
+        if os.path.lexists(target) and not replace:
+            raise InvalidArgument(f"backup {dest} exists; add REPLACE to overwrite it")
+        return target
 
 
 # -- backup and restore ----------------------------------------------------------------------

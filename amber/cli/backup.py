@@ -70,8 +70,9 @@ def backup(
 
     SOURCE is a data folder or backend URL not open elsewhere, or the
     redis:// URL of a running `amber serve`: the server then backs itself up
-    online (AMBER.BACKUP) and DEST is a path on the server's host or an s3://
-    object. DEST is replaced atomically.
+    online (AMBER.BACKUP) and DEST is a file name inside the server's backup
+    folder (--backup-dir, default DATA/backups) or an s3:// object under its
+    --backup-s3. DEST is replaced atomically.
     """
     if source.startswith(("redis://", "rediss://")):
         _backup_online(source, dest)

@@ -59,6 +59,17 @@ def serve(  # noqa: PLR0917  (typer maps each option to a parameter)
             help="Cluster mode without a secret: Raft traffic unencrypted and unauthenticated.",
         ),
     ] = None,
+    backup_dir: Annotated[
+        str | None,
+        typer.Option(
+            help="Folder AMBER.BACKUP writes into; clients name files inside it. "
+            "[default: DATA/backups]"
+        ),
+    ] = None,
+    backup_s3: Annotated[
+        str | None,
+        typer.Option(help="s3://bucket/prefix/ under which AMBER.BACKUP may write. [default: off]"),
+    ] = None,
     config: Annotated[
         Path | None, typer.Option("--config", help="A TOML file with any of these settings.")
     ] = None,
@@ -95,6 +106,8 @@ def serve(  # noqa: PLR0917  (typer maps each option to a parameter)
         "peers": peers,
         "cluster_secret_file": None if cluster_secret_file is None else str(cluster_secret_file),
         "insecure_cluster": insecure_cluster,
+        "backup_dir": backup_dir,
+        "backup_s3": backup_s3,
     }
     try:
         settings = load_settings(flags, config_file=config)

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..backup import BackupPolicy
 from ..database import Database
 from .metrics import Metrics
 
@@ -22,6 +23,8 @@ class ServerContext:
     db: Database
     metrics: Metrics
     started_at: float = field(default_factory=time.time)
+    #: Where clients may have backups written (``AMBER.BACKUP``); refused by default.
+    backups: BackupPolicy = field(default_factory=BackupPolicy)
     #: Extra health sources (front ends, server jobs): name -> callable returning a dict.
     health_sources: dict[str, Any] = field(default_factory=dict)
 

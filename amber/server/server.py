@@ -260,6 +260,7 @@ async def serve(
     gc.collect()
     gc.freeze()
     ctx = ServerContext.for_database(db)
+    ctx.backups = settings.backup_policy()
     redis_config = settings.redis_config()
     state = ServerState(ctx, RuntimeConfig(redis_config))
     snapshots_of(state)  # counts changes since the start for INFO persistence

@@ -30,6 +30,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from ..backup import BackupPolicy
 from ..config import DURABILITY_MODES, Config, Limits
 from ..errors import InvalidArgument
 from ..replication.config import ClusterConfig, parse_peers
@@ -82,6 +83,11 @@ class ServeSettings:
     insecure_cluster: bool = False
     #: A cluster write or read that cannot finish within this many seconds fails.
     cluster_timeout: float = 10.0
+    #: The folder ``AMBER.BACKUP <name>`` writes into (empty: DATA/backups for a
+    #: data folder; with a backend URL, file backups are off unless set).
+    backup_dir: str = ""
+    #: ``s3://bucket/prefix/`` under which ``AMBER.BACKUP`` may write (empty: off).
+    backup_s3: str = ""
 
     def __post_init__(self) -> None:
         if self.durability not in DURABILITY_MODES:
@@ -100,6 +106,8 @@ class ServeSettings:
                 raise InvalidArgument(f"{name} must be >= 1")
         if (self.peers or self.raft_port or self.cluster_secret_file) and not self.node_id:
             raise InvalidArgument("--peers, --raft-port and --cluster-secret-file need --node-id")
+        if self.backup_s3 and not self.backup_s3.startswith("s3://"):
+            raise InvalidArgument("backup_s3 must be an s3://bucket/prefix/ URL")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise InvalidArgument("log_level must be debug, info, warning or error")
 
@@ -128,6 +136,16 @@ class ServeSettings:
             secret=secret,
             insecure=self.insecure_cluster,
             timeout_s=self.cluster_timeout,
+        )
+
+    def backup_policy(self) -> BackupPolicy:
+        """Where clients may have backups written (``AMBER.BACKUP``)."""
+        folder = self.backup_dir or (
+            None if "://" in self.data else os.path.join(self.data, "backups")
+        )
+        return BackupPolicy(
+            folder=None if folder is None else os.path.abspath(folder),
+            s3_prefix=self.backup_s3 or None,
         )
 
     def database_config(self) -> Config:

@@ -30,7 +30,7 @@ def test_online_backup_of_a_running_server(server_factory: Any, tmp_path: Path) 
 
     thread = threading.Thread(target=writer)
     thread.start()
-    dest = tmp_path / "online.amber"
+    dest = server.data / "backups" / "online.amber"  # the default backup folder
     try:
         done = subprocess.run(
             [
@@ -39,7 +39,7 @@ def test_online_backup_of_a_running_server(server_factory: Any, tmp_path: Path) 
                 "amber.cli",
                 "backup",
                 f"redis://127.0.0.1:{server.port}",
-                str(dest),
+                "online.amber",
             ],
             capture_output=True,
             text=True,
@@ -83,7 +83,7 @@ def test_online_backup_errors_are_clean(server_factory: Any, tmp_path: Path) -> 
             "amber.cli",
             "backup",
             f"redis://127.0.0.1:{server.port}",
-            str(tmp_path / "no-such-dir" / "x" / "b.amber"),
+            str(tmp_path / "outside.amber"),  # a path outside the backup folder
         ],
         capture_output=True,
         text=True,
@@ -92,5 +92,7 @@ def test_online_backup_errors_are_clean(server_factory: Any, tmp_path: Path) -> 
     )
     assert done.returncode == 1
     assert "error:" in done.stderr
+    assert "relative to the server's backup folder" in " ".join(done.stderr.split())
+    assert not (tmp_path / "outside.amber").exists()
     assert server.redis().ping()  # the server stays up
     server.stop()

@@ -583,20 +583,27 @@ def bgsave(session: Any, kv: Any, args: list[bytes]) -> Any:
     raise CommandError("Background save already in progress")
 
 
-@command("AMBER.BACKUP", 2, "admin", group="amber")
+@command("AMBER.BACKUP", -2, "admin", group="amber")
 def amber_backup(session: Any, kv: Any, args: list[bytes]) -> Any:
-    """Back up the database at one revision, online: ``AMBER.BACKUP <file|s3://bucket/key>``.
+    """Back up the database at one revision, online: ``AMBER.BACKUP <name> [REPLACE]``.
 
-    The file is written on the server's host. The capture holds writers for
-    microseconds; encoding and I/O run on a worker thread, so the event loop
-    keeps serving. Replies with the revision, tables, keys, bytes, location.
+    ``name`` is a file inside the server's backup folder (``--backup-dir``,
+    default DATA/backups), or an ``s3://`` URL under ``--backup-s3``: a
+    client never chooses a path elsewhere on the host (see
+    ``BackupPolicy``). An existing backup is replaced only with REPLACE.
+    The capture holds writers for microseconds; encoding and I/O run on a
+    worker thread, so the event loop keeps serving. Replies with the
+    revision, tables, keys, bytes, location.
     """
+    if len(args) > 3 or (len(args) == 3 and args[2].upper() != b"REPLACE"):
+        raise syntax_error()
     try:
-        dest = args[1].decode("utf-8")
+        name = args[1].decode("utf-8")
     except UnicodeDecodeError:
         raise CommandError("backup destination must be UTF-8") from None
     if _in_transaction(session, kv):
         raise CommandError("AMBER.BACKUP cannot run inside MULTI (it waits for the disk)")
+    dest = session.state.ctx.backups.resolve(name, replace=len(args) == 3)
     db = session.state.db
 
     async def run() -> Any:

@@ -278,9 +278,11 @@ async def _pump(session: Session, spec: bytes, watch: Any, prev: bool) -> None:
         raise
     except AmberError as exc:
         session.push(Push([b"amber.watch.error", spec, f"{type(exc).__name__}: {exc}".encode()]))
-    except Exception as exc:
+    except Exception:
         log.exception("AMBER.WATCH %r failed", spec)
-        session.push(Push([b"amber.watch.error", spec, f"internal error: {exc}".encode()]))
+        session.push(
+            Push([b"amber.watch.error", spec, b"internal error; the server log has the details"])
+        )
     finally:
         watch.close()
         if session.watches.get(spec) is asyncio.current_task():

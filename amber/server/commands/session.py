@@ -78,8 +78,10 @@ def error_reply(exc: BaseException) -> ErrorReply:
         return ErrorReply(exc.reply_text())
     if isinstance(exc, AmberError):
         return ErrorReply(f"{wire_error(exc).resp_prefix} {exc}")
+    # Not an Amber error: a bug or a host failure. Its text may name paths or
+    # internals of the host, so it goes to the log only, never to the client.
     log.error("a command failed unexpectedly", exc_info=exc)
-    return ErrorReply(f"ERR internal error: {type(exc).__name__}: {exc}")
+    return ErrorReply("ERR internal error; the server log has the details")
 
 
 class Session:
