@@ -170,6 +170,8 @@ class History:
         Taken now, encoded lazily. The cap keeps snapshots from copying the
         whole window every time: a node snapshotting every few MB of log
         would otherwise rewrite up to ``max_bytes`` of history each time.
+        Only whole revisions, newest first: when the newest one alone is over
+        the cap, the chunks carry none and their floor is ``upto + 1``.
         """
         revisions, sizes, head = self._revisions, self._sizes, self._head
         stop = bisect_left(revisions, upto + 1, lo=head)
@@ -177,7 +179,14 @@ class History:
         while start > head and sizes[start - 1] <= budget:
             budget -= sizes[start - 1]
             start -= 1
-        floor = min(self.floor, upto + 1) if start == head else revisions[start]
+        if start == head:
+            floor = min(self.floor, upto + 1)
+        elif start == stop:
+            # Not even the newest revision fits (one value can be larger than
+            # the budget): no history, watches resume after the snapshot.
+            floor = upto + 1
+        else:
+            floor = revisions[start]
         entries = list(zip(revisions[start:stop], self._changes[start:stop], strict=True))
         return _encode(floor, entries)
 

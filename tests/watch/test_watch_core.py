@@ -346,6 +346,32 @@ def test_history_chunks_carry_only_the_newest_bytes() -> None:
     assert copy.floor == 1 and len(copy) == 10
 
 
+def test_history_chunks_when_the_newest_revision_alone_is_over_the_cap() -> None:
+    # Issue #12 item 10: one value bigger than the snapshot's history budget
+    # (SET of 9 MiB against 8 MiB) made chunks() index past the window's end.
+    history = History(max_revisions=100, max_bytes=10**9)
+    for revision in range(1, 4):
+        history.append(revision, entry(revision), 10)
+    history.append(4, entry(4), 500)
+    copy = History(100, 10**9)
+    assert copy.load(4, list(history.chunks(4, max_bytes=100))) is None
+    assert len(copy) == 0 and copy.floor == 5  # none fits: watches resume after it
+    history.append(5, entry(5), 10)  # a smaller write after it fits again
+    assert copy.load(5, list(history.chunks(5, max_bytes=100))) is None
+    assert [r for r, _ in copy.entries(99)] == [5] and copy.floor == 5
+
+
+def test_hub_snapshots_a_value_bigger_than_the_snapshot_history() -> None:
+    rig = Rig(snapshot_history_bytes=1024)
+    rig.put("t", "small", 1)
+    rig.put("t", "big", "x" * 4096)
+    revision = rig.store.revision
+    copy = History(100, 10**9)
+    assert copy.load(revision, list(rig.hub.image_chunks(revision))) is None
+    assert len(copy) == 0 and copy.floor == revision + 1
+    assert len(rig.hub._history) == 2  # the live window still holds it
+
+
 def test_snapshot_history_is_capped_by_snapshot_wal_bytes() -> None:
     rig = Rig(snapshot_wal_bytes=1000)
     for n in range(50):

@@ -8,6 +8,11 @@ passes through untouched and a client's disconnect still reaches it.
   user name and the password) — else ``401`` with ``WWW-Authenticate``.
 - **Body limit**: a body over the database's batch limit is ``413`` — by its
   ``Content-Length`` before anything is read, or as soon as it streams past.
+- **UTF-8**: table names and keys travel percent-encoded in the path (and
+  in the query of scans and watches); uvicorn and Starlette decode them with
+  ``errors="replace"``, so ``%fe%ff`` and ``%ff%fe`` would both name the key of two
+  U+FFFD. The raw bytes are decoded strictly here first: invalid
+  UTF-8 is ``400`` (as RESP refuses the same bytes), on every route.
 - **Metrics**: ``amber_requests{frontend="http",command=<route>}`` and the
   latency histogram, timed to the response's first byte (an event stream is
   counted once, when it opens), and ``amber_requests_in_flight``.
@@ -20,14 +25,16 @@ import binascii
 import hmac
 import time
 from collections.abc import Callable
+from urllib.parse import unquote_to_bytes
 
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ...errors import TooLarge
 from ..context import ServerContext
 from .problems import problem
 
-__all__ = ["FrontMiddleware"]
+__all__ = ["FrontMiddleware", "undecodable"]
 
 _OPEN_PATHS = frozenset(("/health",))
 
@@ -47,6 +54,42 @@ def _authorized(header: bytes | None, password: str) -> bool:
     elif scheme != "bearer":
         return False
     return hmac.compare_digest(given.encode(), password.encode())
+
+
+def _not_utf8(raw: bytes, where: str) -> str | None:
+    """Why ``raw`` (percent-encoded) is not UTF-8 once decoded, or ``None`` when it is."""
+    if raw.isascii() and b"%" not in raw:
+        return None
+    if not raw.isascii():
+        byte = next(b for b in raw if b >= 0x80)
+        return f"the request's {where} has a byte that is not percent-encoded (0x{byte:02X})"
+    decoded = unquote_to_bytes(raw)
+    try:
+        decoded.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return (
+            f"the request's {where} is not valid UTF-8 once percent-decoded "
+            f"(%{decoded[exc.start]:02X}: {exc.reason}); table names and keys are UTF-8 "
+            "text: percent-encode each byte of their UTF-8 encoding"
+        )
+    return None
+
+
+def undecodable(scope: Scope) -> Response | None:
+    """``400`` when the request's raw path or query string is not percent-encoded UTF-8.
+
+    Reads ``raw_path`` (the path as received), not ``path``, which the
+    server already decoded with U+FFFD for every bad byte.
+    """
+    raw_path = scope.get("raw_path")
+    detail = None if raw_path is None else _not_utf8(raw_path, "path")
+    if detail is not None:
+        return problem(400, "invalid-name", detail)
+    query = scope.get("query_string", b"")
+    detail = _not_utf8(query, "query string")
+    if detail is not None:
+        return problem(400, "invalid-argument", detail)
+    return None
 
 
 class FrontMiddleware:
@@ -85,6 +128,11 @@ class FrontMiddleware:
             )
             await response(scope, receive, send)
             self._observe(scope, time.perf_counter(), 401)
+            return
+        refused = undecodable(scope)
+        if refused is not None:
+            await refused(scope, receive, send)
+            self._observe(scope, time.perf_counter(), 400)
             return
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.body_limit:
