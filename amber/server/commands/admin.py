@@ -336,6 +336,7 @@ def info_sections(state: Any) -> dict[str, dict[str, Any]]:
             "total_connections_received": state.connections_received,
             "total_commands_processed": state.stats.total,
             "rejected_connections": state.rejected_connections,
+            "client_output_buffer_limit_disconnections": state.output_limit_disconnections,
             "pubsub_channels": len(state.pubsub.channels),
             "pubsub_patterns": len(state.pubsub.patterns),
             "keyspace_notifications": state.config.values.get("notify-keyspace-events", ""),

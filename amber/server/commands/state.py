@@ -204,6 +204,8 @@ class ServerState:
         self._next_id = 0
         self.connections_received = 0
         self.rejected_connections = 0
+        #: Clients cut off for not reading their replies (output buffer hard limit).
+        self.output_limit_disconnections = 0
         #: Extra INFO "amber" lines from the process (ports, jobs): name -> value.
         self.info_sources: list[Callable[[], dict[str, Any]]] = []
 

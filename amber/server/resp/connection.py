@@ -37,7 +37,12 @@ from ..commands import DRAIN, Command, ServerState, Session
 from ..commands.coalesce import Pending
 from .protocol import ProtocolError, RequestParser, encode_error, encoder_for
 
-__all__ = ["RespConnection", "RespLimits", "RespServer"]
+__all__ = ["OUT_FLUSH_BYTES", "RespConnection", "RespLimits", "RespServer"]
+
+#: Replies of one run handed to the transport once they reach this many bytes,
+#: so that its backpressure (``pause_writing``) stops a pipeline of big reads
+#: before their replies pile up in memory.
+OUT_FLUSH_BYTES = 256 * 1024
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +53,11 @@ class RespLimits:
 
     max_request_bytes: int = 64 * 1024 * 1024 + 64 * 1024
     max_pipeline: int = 1024
+    #: Unread output (the transport's buffer plus queued replies) past which a
+    #: client is cut off: Redis' ``client-output-buffer-limit`` hard limit.
     max_output_bytes: int = 64 * 1024 * 1024
+    #: Queued replies past which a client's further commands wait (soft limit).
+    output_soft_bytes: int = 4 * 1024 * 1024
 
 
 class RespConnection(asyncio.Protocol):
@@ -67,6 +76,10 @@ class RespConnection(asyncio.Protocol):
         self.held: list[bytes] | None = None
         self.reading_paused = False
         self.writing_paused = False
+        #: Bytes of encoded replies queued in ``replies`` (behind a commit).
+        self.queued_bytes = 0
+        #: Over ``output_soft_bytes`` queued: run no more commands until it drains.
+        self.output_held = False
         self.closed = False
         self.draining = False
         self._scheduled = False
@@ -151,11 +164,12 @@ class RespConnection(asyncio.Protocol):
         ran: list[Command] = []
         started = perf_counter()
         out: list[bytes] = []
+        out_bytes = 0
         self._unsent = out
         budget = limits.max_pipeline
         exhausted = False
         submitted = False
-        while not self.writing_paused and not session.closing:
+        while not (self.writing_paused or self.output_held or self.closed or session.closing):
             args = self.held
             if args is None:
                 if self.server.stopping:
@@ -182,9 +196,13 @@ class RespConnection(asyncio.Protocol):
                         else:
                             ran.append(command)
                         if replies:
-                            replies.append(encode(reply))
+                            self._queue_reply(encode(reply))
                         else:
-                            out.append(encode(reply))
+                            data = encode(reply)
+                            out.append(data)
+                            out_bytes += len(data)
+                            if out_bytes >= OUT_FLUSH_BYTES:
+                                out_bytes = self._write_out(out)
                         budget -= 1
                         if budget > 0:
                             continue
@@ -222,9 +240,13 @@ class RespConnection(asyncio.Protocol):
                 if self._owe(reply):
                     break
             elif replies:
-                replies.append(encode(reply))
+                self._queue_reply(encode(reply))
             else:
-                out.append(encode(reply))
+                data = encode(reply)
+                out.append(data)
+                out_bytes += len(data)
+                if out_bytes >= OUT_FLUSH_BYTES:
+                    out_bytes = self._write_out(out)
             budget -= 1
             if budget <= 0:
                 self._yield_turn()
@@ -245,6 +267,40 @@ class RespConnection(asyncio.Protocol):
             self.closed = True
         elif self.reading_paused and not self.writing_paused:
             self._resume_reading()
+
+    def _write_out(self, out: list[bytes]) -> int:
+        """Hand this run's replies so far to the transport (its backpressure then
+        stops the run: ``pause_writing``); returns the bytes left unsent (0)."""
+        transport = self.transport
+        assert transport is not None
+        transport.write(b"".join(out))
+        out.clear()
+        self._check_output()
+        return 0
+
+    def _queue_reply(self, data: bytes) -> None:
+        """Queue an encoded reply behind one that waits for its commit."""
+        self.replies.append(data)
+        self.queued_bytes += len(data)
+        if self.queued_bytes >= self.server.limits.output_soft_bytes:
+            self.output_held = True  # run and read no more until the queue drains
+            self._pause_reading()
+
+    def _check_output(self) -> None:
+        """Cut off a client whose unread output passed the hard limit (Redis'
+        ``client-output-buffer-limit``); count it."""
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        limits = self.server.limits
+        if transport.get_write_buffer_size() + self.queued_bytes > limits.max_output_bytes:
+            self.server.state.output_limit_disconnections += 1
+            log.warning(
+                "closing client %s: it does not read its replies (over %d bytes queued)",
+                self.session.peer if self.session else "?",
+                limits.max_output_bytes,
+            )
+            self._kill()
 
     def _owe(self, reply: Pending | asyncio.Future[Any]) -> bool:
         """Queue a reply that exists once its write commits; True: stop reading for now."""
@@ -271,6 +327,7 @@ class RespConnection(asyncio.Protocol):
             head = replies[0]
             if type(head) is bytes:
                 out.append(replies.popleft())
+                self.queued_bytes -= len(head)
                 continue
             if not head.done():
                 break
@@ -281,6 +338,9 @@ class RespConnection(asyncio.Protocol):
                 out.append(encode_error(f"ERR {type(exc).__name__}"))
         if out and not self.closed and self.transport is not None:
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            self._check_output()
+        if self.output_held and self.queued_bytes < self.server.limits.output_soft_bytes:
+            self.output_held = False
         if replies or self._scheduled:
             return
         # Go on only where something waits: a held command, paused reading, a
@@ -306,19 +366,14 @@ class RespConnection(asyncio.Protocol):
             return
         data = self.encode(message)
         if self.replies:
-            self.replies.append(data)  # behind replies waiting for a commit
+            self._queue_reply(data)  # behind replies waiting for a commit
+            self._check_output()
             return
         if self._unsent is not None:
             self._unsent.append(data)  # behind this run's replies
             return
         transport.write(data)
-        if transport.get_write_buffer_size() > self.server.limits.max_output_bytes:
-            log.warning(
-                "closing client %s: it does not read its messages (over %d bytes queued)",
-                self.session.peer if self.session else "?",
-                self.server.limits.max_output_bytes,
-            )
-            self._kill()
+        self._check_output()
 
     def _kill(self) -> None:
         if self.transport is not None and not self.closed:
