@@ -84,6 +84,77 @@ def test_requests_over_the_limit_are_refused_before_they_complete() -> None:
         drain(inline)
 
 
+@pytest.mark.parametrize(
+    ("stream", "error"),
+    [
+        (b"*1\r\n$999999999999\r\n", "invalid bulk length"),
+        (b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1001\r\n", "invalid bulk length"),
+        (b"*1000000000\r\n", "invalid multibulk length"),
+        (b"*4000000000\r\n$3\r\nSET\r\n", "invalid multibulk length"),  # hiredis: MemoryError
+    ],
+)
+def test_a_header_over_a_limit_is_refused_before_its_payload(stream: bytes, error: str) -> None:
+    parser = RequestParser(max_request_bytes=1000)
+    parser.feed(pack(b"PING") + stream)
+    assert parser.next() == [b"PING"]  # what came before is still answered
+    with pytest.raises(ProtocolError, match=error):
+        parser.next()
+    split = RequestParser(max_request_bytes=1000)
+    for i in range(len(stream)):  # one byte at a time: headers split anywhere
+        split.feed(stream[i : i + 1])
+        try:
+            assert split.next() is None
+        except ProtocolError as exc:
+            assert error in str(exc)
+            break
+    else:
+        raise AssertionError("never refused")
+
+
+def test_a_request_of_many_bulks_is_refused_before_it_completes() -> None:
+    # hiredis drops the first bulk once it holds it: what it buffers stays small.
+    parser = RequestParser(max_request_bytes=2000)
+    parser.feed(b"*3\r\n$3\r\nSET\r\n$1500\r\n" + b"k" * 1500 + b"\r\n$1500\r\n")
+    assert drain(parser) == []
+    parser.feed(b"v" * 600)
+    with pytest.raises(ProtocolError, match="larger than 2000"):
+        drain(parser)
+
+
+def test_header_like_bytes_inside_a_value_are_not_refused() -> None:
+    value = b"$999999999999\r\n*4000000000\r\n" * 30
+    parser = RequestParser(max_request_bytes=4096)
+    stream = pack(b"SET", b"k", value)
+    parser.feed(stream[:-10])
+    assert parser.next() is None
+    parser.feed(stream[-10:])
+    assert parser.next() == [b"SET", b"k", value]
+
+
+@given(
+    st.lists(
+        st.lists(st.sampled_from([b"x", b"$99999999\r\n", b"*9999999\r\n", b""]), max_size=6),
+        max_size=6,
+    ),
+    st.data(),
+)
+@settings(max_examples=150, deadline=None)
+def test_commands_under_the_limit_are_never_refused(
+    values: list[list[bytes]], data: st.DataObject
+) -> None:
+    commands = [[b"SET", b"".join(v)] for v in values]
+    stream = b"".join(pack(*c) for c in commands)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=6)))
+    parser = RequestParser(max_request_bytes=1000)
+    got: list[list[bytes]] = []
+    start = 0
+    for cut in [*cuts, len(stream)]:
+        parser.feed(stream[start:cut])
+        got += drain(parser)
+        start = cut
+    assert got == commands
+
+
 @given(st.lists(st.lists(st.binary(max_size=40), min_size=1, max_size=5), max_size=8), st.data())
 @settings(max_examples=150, deadline=None)
 def test_any_commands_split_anywhere_round_trip(

@@ -25,7 +25,7 @@ OK = Simple("OK")
 _RUN_ID = secrets.token_hex(20)
 
 
-@command("PING", -1, "fast pubsub noauth", group="connection")
+@command("PING", -1, "fast pubsub", group="connection")
 def ping(session: Any, kv: Any, args: list[bytes]) -> Any:
     """PONG, or the message given."""
     if len(args) > 2:
@@ -87,6 +87,14 @@ def auth(session: Any, kv: Any, args: list[bytes]) -> Any:
     return OK
 
 
+#: redis-server 7.0's reply to HELLO without AUTH on a session that has not authenticated.
+_HELLO_NOAUTH = (
+    "HELLO must be called with the client already authenticated, otherwise the "
+    "HELLO AUTH <user> <pass> option can be used to authenticate the client and "
+    "select the RESP protocol version at the same time"
+)
+
+
 @command("HELLO", -1, "fast noauth", group="connection")
 def hello(session: Any, kv: Any, args: list[bytes]) -> Any:
     """``HELLO [2|3 [AUTH user pass] [SETNAME name]]``: pick RESP2/RESP3, say who we are."""
@@ -114,7 +122,7 @@ def hello(session: Any, kv: Any, args: list[bytes]) -> Any:
                 f"Syntax error in HELLO option '{option.decode('utf-8', 'replace')}'"
             )
     if not session.authenticated:
-        raise CommandError("Authentication required.", "NOAUTH")
+        raise CommandError(_HELLO_NOAUTH, "NOAUTH")
     if name is not None:
         session.name = _client_name(name)
     session.protocol = protocol
@@ -166,12 +174,10 @@ def client_line(s: Any) -> str:
     )
 
 
-@command("CLIENT", -2, "noauth", group="connection")
+@command("CLIENT", -2, "", group="connection")
 def client(session: Any, kv: Any, args: list[bytes]) -> Any:
     """CLIENT ID | SETNAME | GETNAME | LIST | INFO | SETINFO | KILL ID n | NO-EVICT …"""
     sub = args[1].upper()
-    if not session.authenticated and sub not in (b"SETINFO", b"SETNAME"):
-        raise CommandError("Authentication required.", "NOAUTH")
     if sub == b"ID" and len(args) == 2:
         return session.id
     if sub == b"SETNAME" and len(args) == 3:

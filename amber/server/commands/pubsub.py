@@ -176,21 +176,21 @@ def _confirm_each(
     return out or Replies([Push([kind, None, session.subscriptions])])
 
 
-@command("SUBSCRIBE", -2, "pubsub noauth", group="pubsub")
+@command("SUBSCRIBE", -2, "pubsub", group="pubsub")
 def subscribe(session: Any, kv: Any, args: list[bytes]) -> Any:
     """Receive messages published to these channels."""
     hub: PubSub = session.state.pubsub
     return _confirm_each(session, b"subscribe", hub.subscribe, args[1:])
 
 
-@command("PSUBSCRIBE", -2, "pubsub noauth", group="pubsub")
+@command("PSUBSCRIBE", -2, "pubsub", group="pubsub")
 def psubscribe(session: Any, kv: Any, args: list[bytes]) -> Any:
     """Receive messages published to channels matching these patterns."""
     hub: PubSub = session.state.pubsub
     return _confirm_each(session, b"psubscribe", hub.psubscribe, args[1:])
 
 
-@command("UNSUBSCRIBE", -1, "pubsub noauth", group="pubsub")
+@command("UNSUBSCRIBE", -1, "pubsub", group="pubsub")
 def unsubscribe(session: Any, kv: Any, args: list[bytes]) -> Any:
     """Stop receiving these channels (all without arguments)."""
     hub: PubSub = session.state.pubsub
@@ -198,7 +198,7 @@ def unsubscribe(session: Any, kv: Any, args: list[bytes]) -> Any:
     return _confirm_each(session, b"unsubscribe", hub.unsubscribe, channels)
 
 
-@command("PUNSUBSCRIBE", -1, "pubsub noauth", group="pubsub")
+@command("PUNSUBSCRIBE", -1, "pubsub", group="pubsub")
 def punsubscribe(session: Any, kv: Any, args: list[bytes]) -> Any:
     """Stop receiving these patterns (all without arguments)."""
     hub: PubSub = session.state.pubsub

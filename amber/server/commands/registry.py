@@ -29,7 +29,8 @@ Flags (Redis' own names where Redis has them):
 
 - ``write`` / ``readonly``: may change data / only reads it;
 - ``admin``: server administration (CONFIG, FLUSHALL …);
-- ``noauth``: allowed before AUTH when a password is set;
+- ``noauth``: allowed before AUTH when a password is set (as in Redis: only AUTH,
+  HELLO — which itself answers NOAUTH unless it carries AUTH —, QUIT and RESET);
 - ``pubsub``: allowed in RESP2 subscribed mode;
 - ``nomulti``: runs at once inside MULTI instead of being queued;
 - ``fast``: O(1) (informational, COMMAND INFO).

@@ -11,7 +11,10 @@ Requests
     quoting as in redis-cli; they are recognized where the bytes of a read
     start between two requests (a packet mixing a RESP request and an inline
     one after it is a protocol error). A request is at most ``max_request_bytes``
-    (refused as soon as more than that is buffered), an inline line at most
+    and ``MAX_ARGS`` arguments, refused as soon as a header says more (a bulk
+    length or argument count too large, as Redis does with its
+    ``proto-max-bulk-len``) or, failing that, as soon as more is buffered; an
+    inline line at most
     ``max_inline_bytes``; anything else that is not a command — nested arrays,
     integers, a bad length — is a :class:`ProtocolError`, after which the
     stream cannot be resynchronized and the connection must close.
@@ -43,6 +46,7 @@ Replies
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -70,6 +74,12 @@ DEFAULT_MAX_INLINE = 64 * 1024
 MAX_ARGS = 1024 * 1024
 
 
+#: How much of a stream is kept to check headers exactly (see ``_feed_reader``).
+_MAX_BACKLOG = 1024 * 1024
+#: Enough bytes of the previous read to hold a header split between reads.
+_TAIL = 24
+
+
 class ProtocolError(Exception):
     """The client sent bytes that are not a command; close after replying."""
 
@@ -80,7 +90,21 @@ class RequestParser:
     ``feed`` what arrives, then call ``next`` until it returns ``None``.
     """
 
-    __slots__ = ("_max_inline", "_max_request", "_mid_frame", "_pending", "_reader")
+    __slots__ = (
+        "_backlog",
+        "_backlog_size",
+        "_big_bulk",
+        "_big_count",
+        "_max_inline",
+        "_max_request",
+        "_mid_frame",
+        "_pending",
+        "_reader",
+        "_refused",
+        "_since_frame",
+        "_synced",
+        "_tail",
+    )
 
     def __init__(
         self,
@@ -94,13 +118,31 @@ class RequestParser:
         self._pending = bytearray()
         #: Whether hiredis holds part of a frame (its bytes may all be consumed).
         self._mid_frame = False
+        # Headers are checked without parsing every one in Python (hiredis
+        # does that in C): a regex looks for a "*" (in what is fed) or a "$"
+        # (where hiredis waits) followed by enough digits to pass a limit, and
+        # only then is what was fed since the last frame boundary (the
+        # backlog) walked header by header.
+        digits = min(len(str(max_request_bytes)), len(str(MAX_ARGS)))
+        self._big_count = re.compile(rb"\*[0-9]{%d}" % digits)
+        self._big_bulk = re.compile(rb"\$[0-9]{%d}" % digits)
+        #: What was fed to hiredis since a frame boundary (while ``_synced``).
+        self._backlog: list[bytes] = []
+        self._backlog_size = 0
+        self._synced = True
+        #: The last bytes fed, for a header split between two reads.
+        self._tail = b""
+        #: Bytes fed since hiredis last returned a frame (bounds a frame of many bulks).
+        self._since_frame = 0
+        #: Why the stream is refused (raised once the commands before it are out).
+        self._refused: str | None = None
 
     def feed(self, data: bytes) -> None:
         """Take the next bytes of the stream."""
         if not data:
             return
         if self._mid_frame or (not self._pending and data[0] == 42):  # b"*"
-            self._reader.feed(data)
+            self._feed_reader(data)
             self._mid_frame = True
         else:
             self._pending += data
@@ -117,13 +159,19 @@ class RequestParser:
         """
         reader = self._reader
         while True:
+            if self._refused is not None and not self._mid_frame:
+                raise ProtocolError(self._refused)
             if self._mid_frame:
                 try:
                     frame = reader.gets()
                 except hiredis.ProtocolError as exc:
-                    raise ProtocolError(f"Protocol error: {exc}") from None
+                    raise ProtocolError(self._refused or f"Protocol error: {exc}") from None
+                except MemoryError:  # a count hiredis believed (see _feed_reader)
+                    raise ProtocolError("Protocol error: invalid multibulk length") from None
                 if not reader.has_data():
                     self._mid_frame = frame is False
+                if frame is not False:
+                    self._since_frame = 0
                 if type(frame) is list:
                     if not frame:
                         continue  # "*0": Redis ignores it
@@ -137,9 +185,13 @@ class RequestParser:
                     continue  # "*-1"
                 if frame is not False:
                     raise ProtocolError("Protocol error: expected an array of bulk strings")
+                self._check_waiting_bulk()
+                if self._refused is not None:
+                    raise ProtocolError(self._refused)
                 # hiredis needs more bytes. What it holds is about the part of
-                # the frame it has (it drops consumed bytes in 1 KiB steps).
-                if reader.len() > self._max_request:
+                # the frame it has (it drops consumed bytes in 1 KiB steps);
+                # what was fed since the last frame, at most this frame.
+                if reader.len() > self._max_request or self._since_frame > self._max_request:
                     raise ProtocolError(
                         f"Protocol error: request larger than {self._max_request} bytes"
                     )
@@ -148,14 +200,14 @@ class RequestParser:
                 # The rest of the frame is in _pending.
                 data = bytes(self._pending)
                 self._pending.clear()
-                reader.feed(data)
+                self._feed_reader(data)
                 continue
             if not self._pending:
                 return None
             if self._pending[0] == 42:
                 data = bytes(self._pending)
                 self._pending.clear()
-                reader.feed(data)
+                self._feed_reader(data)
                 self._mid_frame = True
                 continue
             command = self._inline()
@@ -163,6 +215,112 @@ class RequestParser:
                 return None
             if command:
                 return command
+
+    def _feed_reader(self, data: bytes) -> None:
+        """Hand ``data`` to hiredis, noting first whether an argument count is over a limit.
+
+        hiredis would allocate the list for a count at once: the frame with a
+        count over the limit (and what follows) never reaches it.
+        """
+        if self._refused is not None:
+            return
+        if not self._mid_frame:  # hiredis holds nothing: data starts a frame
+            self._backlog.clear()
+            self._backlog_size = 0
+            self._synced = True
+            self._tail = b""
+        if self._synced:
+            self._backlog.append(data)
+            self._backlog_size += len(data)
+            if self._backlog_size > _MAX_BACKLOG:
+                # A long pipeline with no pause between frames: too much to
+                # keep; the buffered-size check in ``next`` still bounds a request.
+                self._backlog.clear()
+                self._synced = False
+        # hiredis consumes an array's header at once: look for a large one now.
+        if (
+            self._synced
+            and self._refused is None
+            and (
+                self._big_count.search(data)
+                or (self._tail and self._big_count.search(self._tail + data[:_TAIL]))
+            )
+        ):
+            found = self._check_headers(b"".join(self._backlog))
+            if found is not None:
+                self._refused, frame = found
+                keep = frame - (self._backlog_size - len(data))  # of data, before that frame
+                if keep > 0:
+                    self._reader.feed(data[:keep])
+                return
+        self._tail = (self._tail + data[:_TAIL])[-_TAIL:] if len(data) < _TAIL else data[-_TAIL:]
+        self._since_frame += len(data)
+        self._reader.feed(data)
+
+    def _check_waiting_bulk(self) -> None:
+        """hiredis waits for more bytes: refuse now if it waits on a bulk over the limit.
+
+        hiredis keeps a bulk's header until the bulk is complete, and drops
+        consumed bytes in 1 KiB steps: the header it waits on starts in the
+        first 1 KiB of the bytes it holds (the last ``reader.len()`` fed).
+        """
+        if not self._synced or self._refused is not None:
+            return
+        held = self._reader.len()
+        window = b""
+        for chunk in reversed(self._backlog):  # the last `held` bytes fed, from their start
+            window = chunk + window
+            if len(window) >= held:
+                break
+        start = len(window) - held
+        if self._big_bulk.search(window, max(start, 0), start + 1024 + _TAIL):
+            found = self._check_headers(b"".join(self._backlog))
+            if found is not None:
+                self._refused = found[0]
+
+    def _check_headers(self, stream: bytes) -> tuple[str, int] | None:
+        """Why the frames in ``stream`` (from a frame's start) break a limit, and where.
+
+        The offset is that of the frame breaking it. ``None`` when none does;
+        stops quietly where ``stream`` ends or a header is malformed (hiredis
+        answers that one).
+        """
+        limit = self._max_request
+        i, end = 0, len(stream)
+        while i < end:
+            frame = i
+            if stream[i] != 42:  # b"*"
+                return None
+            eol = stream.find(b"\r\n", i)
+            if eol < 0:
+                return None
+            try:
+                count = int(stream[i + 1 : eol])
+            except ValueError:
+                return None
+            if count > MAX_ARGS:
+                return "Protocol error: invalid multibulk length", frame
+            size = eol + 2 - i
+            i = eol + 2
+            for _ in range(max(count, 0)):
+                if i >= end:
+                    return None
+                if stream[i] != 36:  # b"$"
+                    return None
+                eol = stream.find(b"\r\n", i)
+                if eol < 0:
+                    return None
+                try:
+                    length = int(stream[i + 1 : eol])
+                except ValueError:
+                    return None
+                size += eol + 2 - i + max(length, 0) + 2
+                if length > limit:
+                    return f"Protocol error: invalid bulk length (larger than {limit} bytes)", frame
+                if size > limit:
+                    return f"Protocol error: request larger than {limit} bytes", frame
+                i = eol + 2 + max(length, 0) + 2
+        return None
 
     def _inline(self) -> list[bytes] | None:
         """One inline command line from ``_pending`` (``[]`` for a blank line)."""
