@@ -35,6 +35,10 @@ def serve(  # noqa: PLR0917  (typer maps each option to a parameter)
     requirepass: Annotated[
         str | None, typer.Option(help="Password clients must AUTH with.")
     ] = None,
+    requirepass_file: Annotated[
+        Path | None,
+        typer.Option(help="A file whose first line is the password (kept out of `ps`)."),
+    ] = None,
     max_clients: Annotated[int | None, typer.Option(help="Most clients at once.")] = None,
     idle_timeout: Annotated[
         int | None, typer.Option(help="Close clients idle this many seconds (0: never).")
@@ -98,6 +102,7 @@ def serve(  # noqa: PLR0917  (typer maps each option to a parameter)
         "bind": bind,
         "durability": durability,
         "requirepass": requirepass,
+        "requirepass_file": None if requirepass_file is None else str(requirepass_file),
         "max_clients": max_clients,
         "idle_timeout": idle_timeout,
         "log_level": log_level,

@@ -62,7 +62,7 @@ from .commands import RuntimeConfig, ServerState
 from .commands.admin import snapshots_of
 from .context import ServerContext
 from .resp import RespLimits, RespServer
-from .settings import ServeSettings
+from .settings import ServeSettings, exposed_without_password
 
 __all__ = ["KeyspaceNotifier", "run", "serve"]
 
@@ -259,6 +259,12 @@ async def serve(
     # What recovery built lives as long as the process: keep the collector off it.
     gc.collect()
     gc.freeze()
+    if exposed_without_password(settings):
+        log.warning(
+            "listening on %s with no password: anyone who can reach this host can read and "
+            "write every key (set --requirepass-file, or --bind 127.0.0.1)",
+            settings.bind or "every address",
+        )
     ctx = ServerContext.for_database(db)
     ctx.backups = settings.backup_policy()
     redis_config = settings.redis_config()

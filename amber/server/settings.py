@@ -23,6 +23,7 @@ Example ``amber.toml``::
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -35,7 +36,7 @@ from ..config import DURABILITY_MODES, Config, Limits
 from ..errors import InvalidArgument
 from ..replication.config import ClusterConfig, parse_peers
 
-__all__ = ["ServeSettings", "load_settings"]
+__all__ = ["ServeSettings", "exposed_without_password", "load_settings"]
 
 ENV_PREFIX = "AMBER_"
 
@@ -56,6 +57,8 @@ class ServeSettings:
     interval_ms: int = 100
     #: Clients must AUTH with this password (empty: no password).
     requirepass: str = ""
+    #: A file holding the password (its first line), so that it is not shown by ``ps``.
+    requirepass_file: str = ""
     #: Connections beyond this many are refused with an error (0: no limit).
     max_clients: int = 10_000
     #: The largest request a client may send, in bytes.
@@ -251,4 +254,28 @@ def load_settings(
         if name not in types:
             raise InvalidArgument(f"unknown setting {name!r}")
         values[name] = _convert(name, value, types[name], f"--{name.replace('_', '-')}")
-    return dataclasses.replace(ServeSettings(), **values)
+    settings = dataclasses.replace(ServeSettings(), **values)
+    if settings.requirepass_file:
+        if settings.requirepass:
+            raise InvalidArgument("give requirepass or requirepass_file, not both")
+        try:
+            lines = Path(settings.requirepass_file).read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidArgument(
+                f"cannot read the password file {settings.requirepass_file}: {exc}"
+            ) from None
+        password = lines[0].strip() if lines else ""
+        if not password:
+            raise InvalidArgument(f"the password file {settings.requirepass_file} is empty")
+        settings = dataclasses.replace(settings, requirepass=password)
+    return settings
+
+
+def exposed_without_password(settings: ServeSettings) -> bool:
+    """True when the front ends listen beyond this host and need no password."""
+    if settings.requirepass:
+        return False
+    try:
+        return not ipaddress.ip_address(settings.bind).is_loopback
+    except ValueError:
+        return settings.bind != "localhost"  # a host name, or "" (every address)
