@@ -159,6 +159,7 @@ async def _start_http(
         import uvicorn  # noqa: PLC0415  (optional front end)
 
         from .http import create_app  # noqa: PLC0415
+        from .http.timeouts import protocol_with_timeouts  # noqa: PLC0415
     except ImportError as exc:
         print(
             f"error: the HTTP front end is not available ({exc}); serving without it "
@@ -186,6 +187,7 @@ async def _start_http(
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=int(settings.shutdown_timeout),
+        http=protocol_with_timeouts(settings.http_header_timeout, settings.http_body_timeout),
     )
     server = _EmbeddedServer(config)
     listeners.http = server

@@ -71,6 +71,10 @@ class ServeSettings:
     idle_timeout: int = 0
     #: Redis' ``notify-keyspace-events`` flags (empty: off; ``KEA``: everything).
     notify_keyspace_events: str = ""
+    #: HTTP: seconds from a request's first byte to the end of its headers (slowloris).
+    http_header_timeout: float = 10.0
+    #: HTTP: seconds of silence at most while a request's body arrives.
+    http_body_timeout: float = 30.0
     #: Seconds to let in-flight requests finish on SIGTERM/SIGINT.
     shutdown_timeout: float = 10.0
     log_level: str = "info"
@@ -109,6 +113,8 @@ class ServeSettings:
                 raise InvalidArgument(f"{name} must be >= 1")
         if (self.peers or self.raft_port or self.cluster_secret_file) and not self.node_id:
             raise InvalidArgument("--peers, --raft-port and --cluster-secret-file need --node-id")
+        if self.http_header_timeout <= 0 or self.http_body_timeout <= 0:
+            raise InvalidArgument("http_header_timeout and http_body_timeout must be > 0")
         if self.backup_s3 and not self.backup_s3.startswith("s3://"):
             raise InvalidArgument("backup_s3 must be an s3://bucket/prefix/ URL")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
