@@ -37,6 +37,7 @@ When the server stops, open streams end (``close_streams``).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -53,6 +54,8 @@ from .problems import problem_body, problem_responses
 __all__ = ["encode_batch", "watch_router"]
 
 EVENT_STREAM = "text/event-stream"
+#: Bytes a stream encodes before it lets other clients run (see ``_events``).
+YIELD_BYTES = 256 * 1024
 
 
 def encode_batch(batch: EventBatch) -> bytes:
@@ -108,10 +111,26 @@ class _WatchResponse(StreamingResponse):
 
 
 async def _events(watch: Watch[Any], first: int) -> AsyncIterator[bytes]:
+    """The stream's bytes, one revision at a time.
+
+    A replay from an old revision has every batch ready at once, and sending
+    to a client that has gone returns at once too: without a pause this
+    loop would encode the whole history for nobody while no other client is
+    served. So it hands the loop a turn every ``YIELD_BYTES`` encoded, which
+    also lets the response notice a disconnect (and cancel the stream); a
+    connected client that reads slowly is held by the transport's flow
+    control, so at most a little more than one batch waits per connection.
+    """
     yield f": watching from revision {first}\n\n".encode()
+    encoded = 0
     try:
         async for batch in watch.batches():
-            yield encode_batch(batch)
+            data = encode_batch(batch)
+            yield data
+            encoded += len(data)
+            if encoded >= YIELD_BYTES:
+                encoded = 0
+                await asyncio.sleep(0)
     except AmberError as exc:
         yield encode_problem(exc)
 
