@@ -166,8 +166,7 @@ def files_outside(sandbox: Path, data: Path) -> list[Path]:
 def sandbox(tmp_path: Path) -> Path:
     """A folder that holds the server's data, cwd, HOME and TMPDIR."""
     root = tmp_path / "sandbox"
-    (root / "home").mkdir(parents=True)
-    (root / "tmp").mkdir()
+    root.mkdir()
     return root
 
 
@@ -177,6 +176,8 @@ class SandboxedFactory(ServerFactory):
     def __init__(self, sandbox: Path) -> None:
         super().__init__(sandbox)
         self.sandbox = sandbox
+        (sandbox / "home").mkdir(parents=True, exist_ok=True)
+        (sandbox / "tmp").mkdir(exist_ok=True)
 
     def __call__(self, *flags: str, data: Path | None = None, **kwargs: Any) -> ServerProcess:
         env = {
@@ -190,6 +191,7 @@ class SandboxedFactory(ServerFactory):
 
 @pytest.fixture
 def server_factory(sandbox: Path) -> Iterator[SandboxedFactory]:
+    """Servers in ``sandbox``; its ``home`` and ``tmp`` folders exist once this is set up."""
     factory = SandboxedFactory(sandbox)
     try:
         yield factory

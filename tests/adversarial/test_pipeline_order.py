@@ -125,8 +125,6 @@ def _one_at_a_time(client: redis.Redis, commands: list[tuple[str, ...]]) -> list
 @pytest.fixture(scope="module")
 def amber(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     factory = SandboxedFactory(tmp_path_factory.mktemp("order"))
-    (factory.sandbox / "home").mkdir(exist_ok=True)
-    (factory.sandbox / "tmp").mkdir(exist_ok=True)
     try:
         yield factory()
     finally:

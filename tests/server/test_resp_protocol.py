@@ -131,6 +131,17 @@ def test_header_like_bytes_inside_a_value_are_not_refused() -> None:
     assert parser.next() == [b"SET", b"k", value]
 
 
+def fed_in_pieces(parser: RequestParser, stream: bytes, cuts: list[int]) -> list[list[bytes]]:
+    """Feed ``stream`` cut at ``cuts``; every command the parser gave back."""
+    got: list[list[bytes]] = []
+    start = 0
+    for cut in [*cuts, len(stream)]:
+        parser.feed(stream[start:cut])
+        got += drain(parser)
+        start = cut
+    return got
+
+
 @given(
     st.lists(
         st.lists(st.sampled_from([b"x", b"$99999999\r\n", b"*9999999\r\n", b""]), max_size=6),
@@ -146,13 +157,7 @@ def test_commands_under_the_limit_are_never_refused(
     stream = b"".join(pack(*c) for c in commands)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=6)))
     parser = RequestParser(max_request_bytes=1000)
-    got: list[list[bytes]] = []
-    start = 0
-    for cut in [*cuts, len(stream)]:
-        parser.feed(stream[start:cut])
-        got += drain(parser)
-        start = cut
-    assert got == commands
+    assert fed_in_pieces(parser, stream, cuts) == commands
 
 
 @given(st.lists(st.lists(st.binary(max_size=40), min_size=1, max_size=5), max_size=8), st.data())
@@ -163,13 +168,7 @@ def test_any_commands_split_anywhere_round_trip(
     stream = b"".join(pack(*c) for c in commands)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=6)))
     parser = RequestParser()
-    got: list[list[bytes]] = []
-    start = 0
-    for cut in [*cuts, len(stream)]:
-        parser.feed(stream[start:cut])
-        got += drain(parser)
-        start = cut
-    assert got == commands
+    assert fed_in_pieces(parser, stream, cuts) == commands
 
 
 @given(st.binary(max_size=300))
