@@ -236,6 +236,13 @@ class Database:
             if isinstance(op, Put):
                 if op.ttl_ms is not None and (not isinstance(op.ttl_ms, int) or op.ttl_ms <= 0):
                     raise InvalidArgument(f"ttl_ms must be a positive int in {op!r}")
+                at = op.expires_at_ms
+                if at is not None and (
+                    isinstance(at, bool) or not isinstance(at, int) or not 0 < at < 2**63
+                ):
+                    raise InvalidArgument(f"expires_at_ms must be a positive int in {op!r}")
+                if at is not None and (op.ttl_ms is not None or op.keep_ttl):
+                    raise InvalidArgument(f"expires_at_ms excludes ttl_ms and keep_ttl in {op!r}")
                 checked_ops.append(
                     Put(
                         check_table(op.table, limits),
@@ -243,6 +250,7 @@ class Database:
                         freeze(op.value, limits),
                         op.ttl_ms,
                         bool(op.keep_ttl),
+                        at,
                     )
                 )
             elif isinstance(op, Merge):

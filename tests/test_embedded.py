@@ -164,6 +164,22 @@ def test_ttl_hides_at_once_and_sweeper_deletes(db: amber.Database) -> None:
         t.put("k", 1, ttl=0)
 
 
+def test_txn_put_at_an_absolute_time(db: amber.Database) -> None:
+    db.txn([], [Put("t", "k", 1, expires_at_ms=33177117420001)])
+    entry = db.table("t").entry("k")
+    assert entry is not None and entry.expires_at_ms == 33177117420001
+    revision = db.revision
+    for bad in (
+        Put("t", "k", 2, expires_at_ms=0),
+        Put("t", "k", 2, expires_at_ms=True),  # type: ignore[arg-type]
+        Put("t", "k", 2, ttl_ms=10, expires_at_ms=33177117420001),
+        Put("t", "k", 2, keep_ttl=True, expires_at_ms=33177117420001),
+    ):
+        with pytest.raises(InvalidArgument):
+            db.txn([], [bad])
+    assert db.revision == revision and db.table("t").get("k") == 1
+
+
 def test_tables_and_drop(db: amber.Database) -> None:
     db.table("a").put("k", 1)
     db.table("b").put("k", 1)

@@ -44,6 +44,9 @@ class Put:
     ttl_ms: int | None = None
     #: Keep the key's current expiry instead of clearing it (Redis KEEPTTL).
     keep_ttl: bool = False
+    #: Expire at this Unix time in ms (Redis EXPIREAT/PXAT): stored exactly,
+    #: not turned into a TTL and back with two clock reads. Wins over ``ttl_ms``.
+    expires_at_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,11 +119,13 @@ class Batch:
     time_ms: int = 0
 
 
-_PUT, _MERGE, _DELETE, _EXPIRE, _DROP = 1, 2, 3, 4, 5
+_PUT, _MERGE, _DELETE, _EXPIRE, _DROP, _PUT_AT = 1, 2, 3, 4, 5, 6
 
 
 def _encode_op(op: Op) -> list[Any]:
     if type(op) is Put:
+        if op.expires_at_ms is not None:  # its own code: an older reader refuses, not drops it
+            return [_PUT_AT, op.table, op.key, op.value, op.expires_at_ms]
         return [_PUT, op.table, op.key, op.value, op.ttl_ms, op.keep_ttl]
     if type(op) is Merge:
         return [_MERGE, op.table, op.key, op.patch, op.ttl_ms]
@@ -145,6 +150,8 @@ def _decode_op(raw: Any) -> Op:
         return Expire(raw[1], raw[2], raw[3])
     if code == _DROP:
         return DropTable(raw[1])
+    if code == _PUT_AT:
+        return Put(raw[1], raw[2], raw[3], expires_at_ms=raw[4])
     raise Corrupted(f"unknown batch operation code {code!r} (written by a newer Amber?)")
 
 

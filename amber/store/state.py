@@ -294,8 +294,10 @@ class Store:
             if kind is Put:
                 put = cast("Put", op)
                 value = put.value
-                if put.ttl_ms is not None:
-                    expires: int | None = now + put.ttl_ms
+                if put.expires_at_ms is not None:
+                    expires: int | None = put.expires_at_ms
+                elif put.ttl_ms is not None:
+                    expires = now + put.ttl_ms
                 else:
                     expires = prev[EXPIRES] if (put.keep_ttl and prev is not None) else None
             else:

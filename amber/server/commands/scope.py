@@ -158,6 +158,7 @@ class Scope(DirectReads):
         *,
         ttl_ms: int | None = None,
         keep_ttl: bool = False,
+        expires_at_ms: int | None = None,
     ) -> int:
         """Buffer a put; returns its op index."""
         table, key = self._names(table, key)
@@ -165,9 +166,11 @@ class Scope(DirectReads):
         if keep_ttl:
             prev = self._peek(table, key)
             expires = prev.expires_at_ms if prev is not None else None
+        elif expires_at_ms is not None:
+            expires = expires_at_ms
         else:
             expires = None if ttl_ms is None else _now_ms() + ttl_ms
-        self.ops.append(Put(table, key, frozen, ttl_ms, keep_ttl))
+        self.ops.append(Put(table, key, frozen, ttl_ms, keep_ttl, expires_at_ms))
         self.local[(table, key)] = Entry(key, frozen, -1, -1, -1, expires)
         return len(self.ops) - 1
 

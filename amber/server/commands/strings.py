@@ -37,20 +37,29 @@ def now_ms() -> int:
 
 def expire_ms(option: bytes, raw: bytes, name: str) -> int:
     """Milliseconds from now for EX/PX/EXAT/PXAT; may be <= 0 for a past time."""
+    return expiry(option, raw, name)[0]
+
+
+def expiry(option: bytes, raw: bytes, name: str) -> tuple[int, int | None]:
+    """EX/PX/EXAT/PXAT as (milliseconds from now, the absolute Unix ms or ``None``).
+
+    An absolute time is kept as given (``Put.expires_at_ms``), so EXPIRETIME
+    answers exactly what was set; the relative part only decides "in the past".
+    """
     number = parse_int(raw)
     if option in (b"EX", b"PX") and number <= 0:
         raise CommandError(f"invalid expire time in '{name}' command")
+    at: int | None = None
     if option == b"EX":
         ms = number * 1000
     elif option == b"PX":
         ms = number
-    elif option == b"EXAT":
-        ms = number * 1000 - now_ms()
     else:
-        ms = number - now_ms()
-    if abs(ms) > 2**62:
+        at = number * 1000 if option == b"EXAT" else number
+        ms = at - now_ms()
+    if abs(ms) > 2**62 or (at is not None and not 0 < at < 2**62):
         raise CommandError(f"invalid expire time in '{name}' command")
-    return ms
+    return ms, at
 
 
 # -- GET / SET ------------------------------------------------------------------
@@ -85,6 +94,7 @@ def set_(session: Any, kv: Any, args: list[bytes]) -> Any:
         return OK
     condition = b""
     ttl_ms: int | None = None
+    at: int | None = None
     keep_ttl = want_old = expiry_given = False
     i = 3
     while i < len(args):
@@ -97,7 +107,7 @@ def set_(session: Any, kv: Any, args: list[bytes]) -> Any:
             keep_ttl = expiry_given = True
         elif option in (b"EX", b"PX", b"EXAT", b"PXAT") and not expiry_given and i + 1 < len(args):
             i += 1
-            ttl_ms = expire_ms(option, args[i], "set")
+            ttl_ms, at = expiry(option, args[i], "set")
             expiry_given = True
         else:
             raise syntax_error()
@@ -112,6 +122,8 @@ def set_(session: Any, kv: Any, args: list[bytes]) -> Any:
         return reply if want_old else None
     if ttl_ms is not None and ttl_ms <= 0:  # an EXAT/PXAT in the past
         kv.delete(table, key)
+    elif at is not None:
+        kv.put(table, key, value, expires_at_ms=at)
     else:
         kv.put(table, key, value, ttl_ms=ttl_ms, keep_ttl=keep_ttl)
     return reply

@@ -47,6 +47,13 @@ OUT_FLUSH_BYTES = 256 * 1024
 log = logging.getLogger(__name__)
 
 
+def _address(name: Any) -> str:
+    """``ip:port`` of a socket name (IPv4 or IPv6 tuple), as CLIENT LIST shows it."""
+    if isinstance(name, tuple):
+        return f"{name[0]}:{name[1]}"
+    return str(name or "")
+
+
 @dataclass(frozen=True, slots=True)
 class RespLimits:
     """Per-connection limits (the client count and idle timeout are CONFIG settings)."""
@@ -107,9 +114,15 @@ class RespConnection(asyncio.Protocol):
             transport.close()
             self.closed = True
             return
-        peer = transport.get_extra_info("peername")
-        address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
-        self.session = Session(state, peer=address, push=self._push, close=self._kill)
+        sock = transport.get_extra_info("socket")
+        self.session = Session(
+            state,
+            peer=_address(transport.get_extra_info("peername")),
+            local=_address(transport.get_extra_info("sockname")),
+            fd=sock.fileno() if sock is not None else -1,
+            push=self._push,
+            close=self._kill,
+        )
         server.connections.add(self)
         state.ctx.metrics.connections.labels("resp").inc()
 
