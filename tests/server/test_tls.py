@@ -338,7 +338,11 @@ def test_plaintext_on_the_tls_port_fails_cleanly(servers: dict[str, Any], pki: P
     with pytest.raises(redis.ConnectionError):
         plain.ping()
     plain.close()
+    with pytest.raises(httpx.TransportError):  # plain HTTP on the HTTPS port
+        httpx.get(f"http://{server.host}:{server.ports['https']}/health", timeout=10)
     _assert_up(server, pki)
+    with httpx.Client(verify=pki.client_context(), timeout=10) as https:
+        assert https.get(f"https://{server.host}:{server.ports['https']}/health").is_success
     assert "Traceback" not in server.stderr()
 
 
