@@ -376,6 +376,7 @@ def info_sections(state: Any) -> dict[str, dict[str, Any]]:
             "process_id": state.pid,
             "run_id": _RUN_ID,
             "tcp_port": state.config.values.get("port", ""),
+            "tls_port": state.config.values.get("tls-port", "-1"),
             "uptime_in_seconds": uptime,
             "uptime_in_days": uptime // 86400,
             "executable": sys.argv[0] if sys.argv else "",

@@ -30,6 +30,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
+from ssl import SSLContext
 from time import perf_counter
 from typing import Any
 
@@ -436,10 +437,30 @@ class RespServer:
         self._reaper: asyncio.TimerHandle | None = None
         self._all_gone: asyncio.Event | None = None
 
-    async def start(self, host: str, port: int) -> asyncio.Server:
+    async def start(
+        self,
+        host: str,
+        port: int,
+        *,
+        ssl: SSLContext | None = None,
+        ssl_handshake_timeout: float | None = None,
+    ) -> asyncio.Server:
+        """Listen on ``host:port``; with ``ssl``, every connection speaks TLS first.
+
+        A TLS connection reaches :class:`RespConnection` only once its
+        handshake succeeded: a client that sends plain RESP, or presents no
+        (or a wrong) certificate when one is required, is dropped by the
+        transport without ever running a command.
+        """
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: RespConnection(self), host, port, reuse_address=True, backlog=1024
+            lambda: RespConnection(self),
+            host,
+            port,
+            reuse_address=True,
+            backlog=1024,
+            ssl=ssl,
+            ssl_handshake_timeout=ssl_handshake_timeout if ssl is not None else None,
         )
         self._reaper = loop.call_later(1.0, self._reap_idle)
         return self._server
