@@ -160,7 +160,7 @@ def arrtrim(session: Any, kv: Any, args: list[bytes]) -> Any:
 @command("JSON.ARRLEN", -2, "readonly", keys=(1, 1, 1), group="json")
 def arrlen(session: Any, kv: Any, args: list[bytes]) -> Any:
     """``JSON.ARRLEN key [path]``: the array's length."""
-    return _measure(kv, args, list, len, missing_path_error=False)
+    return _measure(kv, args, list, len, missing="or", wrong="or")
 
 
 @command("JSON.ARRINDEX", -4, "readonly", keys=(1, 1, 1), group="json")
@@ -201,9 +201,16 @@ def _measure(
     kind: type,
     measure: Callable[[Any], Any],
     *,
-    missing_path_error: bool,
+    missing: str,
+    wrong: str,
 ) -> Any:
-    """A read at an optional path: ``measure(value)`` where the value has type ``kind``."""
+    """A read at an optional path: ``measure(value)`` where the value has type ``kind``.
+
+    For a legacy path, RedisJSON answers a missing path (``missing``) and a
+    value of another type (``wrong``) differently from command to command:
+    ``"nil"``, ``"error"`` (does not exist), ``"or"`` (does not exist or not
+    …), ``"wrongtype"`` (WRONGTYPE … expected … but found …).
+    """
     if len(args) > 3:
         raise syntax_error()
     raw_path = args[2] if len(args) > 2 else ROOT
@@ -219,35 +226,33 @@ def _measure(
         if found is MISSING:
             return []
         return [measure(found) if _is(found, kind) else None]
-    if found is MISSING:
-        if missing_path_error:
-            raise CommandError(f"Path '{_text(raw_path)}' does not exist")
-        if kind is list:
-            raise CommandError(f"Path '{_text(raw_path)}' does not exist or not an array")
+    if found is not MISSING and _is(found, kind):
+        return measure(found)
+    how = missing if found is MISSING else wrong
+    if how == "nil":
         return None
-    if not _is(found, kind):
-        if kind is list:
-            raise CommandError(f"Path '{_text(raw_path)}' does not exist or not an array")
+    if how == "wrongtype":
         raise _expected(kind, found)
-    return measure(found)
+    tail = f" or not {_TYPE_WORDS[kind]}" if how == "or" else ""
+    raise CommandError(f"Path '{_text(raw_path)}' does not exist{tail}")
 
 
 @command("JSON.OBJKEYS", -2, "readonly", keys=(1, 1, 1), group="json")
 def objkeys(session: Any, kv: Any, args: list[bytes]) -> Any:
     """``JSON.OBJKEYS key [path]``: the object's member names."""
-    return _measure(kv, args, dict, lambda o: [k.encode() for k in o], missing_path_error=False)
+    return _measure(kv, args, dict, lambda o: [k.encode() for k in o], missing="nil", wrong="or")
 
 
 @command("JSON.OBJLEN", -2, "readonly", keys=(1, 1, 1), group="json")
 def objlen(session: Any, kv: Any, args: list[bytes]) -> Any:
     """``JSON.OBJLEN key [path]``: how many members the object has."""
-    return _measure(kv, args, dict, len, missing_path_error=False)
+    return _measure(kv, args, dict, len, missing="nil", wrong="wrongtype")
 
 
 @command("JSON.STRLEN", -2, "readonly", keys=(1, 1, 1), group="json")
 def strlen(session: Any, kv: Any, args: list[bytes]) -> Any:
     """``JSON.STRLEN key [path]``: the string's length in bytes (UTF-8)."""
-    return _measure(kv, args, str, lambda s: len(s.encode()), missing_path_error=True)
+    return _measure(kv, args, str, lambda s: len(s.encode()), missing="error", wrong="wrongtype")
 
 
 @command("JSON.STRAPPEND", -3, "write", keys=(1, 1, 1), group="json")
