@@ -19,7 +19,7 @@ from .registry import REGISTRY, CommandError
 _HINTS = {
     "list": "use JSON arrays (JSON.ARRAPPEND, JSON.ARRPOP, JSON.ARRINSERT …)",
     "set": "use JSON arrays (JSON.ARRAPPEND, JSON.ARRINDEX …) or hashes (HSET, HEXISTS …)",
-    "sorted-set": "use JSON arrays (JSON.ARRAPPEND …) or hashes (HSET, HINCRBYFLOAT …)",
+    "sortedset": "use JSON arrays (JSON.ARRAPPEND …) or hashes (HSET, HINCRBYFLOAT …)",
 }
 
 #: group -> the commands of that Redis type.
@@ -67,7 +67,7 @@ REFUSED: dict[str, tuple[str, ...]] = {
         "SDIFFSTORE",
         "SSCAN",
     ),
-    "sorted-set": (
+    "sortedset": (
         "ZADD",
         "ZRANGE",
         "ZREM",
