@@ -135,6 +135,18 @@ def test_hash_commands_in_multi(r: Any) -> None:
     assert r.hget("h:m", "a") == "other"
 
 
+def test_getex_in_multi_and_on_documents(r: Any) -> None:
+    r.delete("gx:1")
+    r.json().set("gx:1", "$", {"a": 1})
+    pipe = r.pipeline(transaction=True)
+    pipe.getex("gx:1", ex=100)
+    pipe.ttl("gx:1")
+    pipe.getex("gx:1", persist=True)
+    pipe.ttl("gx:1")
+    assert pipe.execute() == ['{"a":1}', 100, '{"a":1}', -1]
+    assert r.json().get("gx:1") == {"a": 1}  # still the document
+
+
 def test_concurrent_hincrby_loses_no_increment(amber_server: Any) -> None:
     import threading
 
@@ -239,6 +251,13 @@ SCRIPT: list[tuple[str, ...]] = [
     ("HINCRBYFLOAT", "hx", "f", "2.25"),
     ("HINCRBYFLOAT", "hx", "name", "1"),
     ("HINCRBYFLOAT", "hx", "f", "abc"),
+    ("HINCRBYFLOAT", "hx", "g", "0.1"),
+    ("HINCRBYFLOAT", "hx", "g", "0.2"),  # 0.3, as Redis' long double prints it
+    ("HINCRBYFLOAT", "hx", "g", "1e20"),
+    ("HINCRBYFLOAT", "hx", "h", "-1e-7"),
+    ("HINCRBYFLOAT", "hx", "h", "1e-7"),
+    ("HINCRBYFLOAT", "hx", "h", " 1"),
+    ("HDEL", "hx", "g", "h"),
     ("HINCRBY", "hx", "age", "1"),
     ("HSCAN", "hx", "0"),
     ("HSCAN", "hx", "0", "MATCH", "n*"),

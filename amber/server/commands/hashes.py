@@ -23,6 +23,7 @@
 
 from __future__ import annotations
 
+import decimal
 import math
 import random
 from typing import Any
@@ -226,32 +227,47 @@ def _float(text: str, what: str) -> float:
     return number
 
 
-def float_text(number: float) -> str:
-    """Redis' text for a float result: no exponent or ``.0`` for whole numbers."""
-    if number.is_integer() and abs(number) < 1e17:
-        return str(int(number))
-    return repr(number)
+#: Enough digits for any sum of two finite doubles to 17 decimal places.
+_SUM = decimal.Context(prec=400)
+_PLACES = decimal.Decimal("1e-17")
+
+
+def float_sum(base: str, delta: str) -> str:
+    """``base + delta`` as Redis writes it: fixed point, 17 decimals, no trailing zeros.
+
+    Redis adds in long double and prints ``%.17Lf`` trimmed, so ``0.1 + 0.2``
+    is ``0.3`` and ``1e20`` is ``100000000000000000000``; adding the decimal
+    texts exactly gives the same text where a binary double would say
+    ``0.30000000000000004`` (Redis' long double shows noise past ~19
+    significant digits that this does not copy).
+    """
+    total = _SUM.add(decimal.Decimal(base), decimal.Decimal(delta))
+    text = format(total.quantize(_PLACES, context=_SUM), "f")
+    text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
 
 
 @command("HINCRBYFLOAT", 4, "write fast", keys=(1, 1, 1), group="hash")
 def hincrbyfloat(session: Any, kv: Any, args: list[bytes]) -> Any:
     """Add a float to a field; returns the new value as text."""
     field = _field(args[2])
-    delta = _float(args[3].decode("ascii", "replace"), "value is not a valid float")
+    delta = args[3].decode("ascii", "replace")
+    _float(delta, "value is not a valid float")
     table, key, doc = _read(kv, args[1])
     current = MISSING if doc is None else doc.get(field, MISSING)
     if current is MISSING:
-        base, as_text = 0.0, True
+        base, as_text = "0", True
     elif type(current) is str:
-        base, as_text = _float(current, "hash value is not a float"), True
+        _float(current, "hash value is not a float")
+        base, as_text = current, True
     elif type(current) in (int, float):
-        base, as_text = float(current), False
+        base, as_text = repr(current), False
     else:
         raise CommandError("hash value is not a float")
-    result = base + delta
+    text = float_sum(base, delta)
+    result = float(text)
     if not math.isfinite(result):
         raise CommandError("increment would produce NaN or Infinity")
-    text = float_text(result)
     updated: dict[str, Any] = {} if doc is None else thaw(doc)
     updated[field] = text if as_text else result
     kv.put(table, key, updated, keep_ttl=True)
