@@ -217,8 +217,8 @@ def hincrby(session: Any, kv: Any, args: list[bytes]) -> Any:
 
 def _float(text: str, what: str) -> float:
     try:
-        if text.strip() != text or not text:
-            raise ValueError
+        if text.strip() != text or not text or "_" in text:
+            raise ValueError  # Python reads " 1" and "1_0"; Redis does not
         number = float(text)
     except ValueError:
         raise CommandError(what) from None

@@ -21,8 +21,8 @@ INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 
 def parse_int(raw: bytes, what: str = "value is not an integer or out of range") -> int:
     try:
-        if raw.strip() != raw or raw[:1] == b"+":
-            raise ValueError
+        if raw.strip() != raw or raw[:1] == b"+" or b"_" in raw:
+            raise ValueError  # Python's int() reads these; Redis does not
         number = int(raw)
     except ValueError:
         raise CommandError(what) from None
