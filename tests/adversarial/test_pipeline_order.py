@@ -44,6 +44,8 @@ redis_command = st.one_of(
     st.tuples(st.just("GETDEL"), key),
     st.tuples(st.just("SETNX"), key, value),
     st.tuples(st.just("STRLEN"), key),
+    st.tuples(st.just("GETEX"), key, st.sampled_from(["PERSIST", "FOO"])),
+    st.tuples(st.just("GETEX"), key, st.just("EX"), st.sampled_from(["100", "0"])),
 )
 #: Amber's document commands too (compared with Amber one at a time).
 mixed_command = st.one_of(
@@ -54,6 +56,12 @@ mixed_command = st.one_of(
     st.tuples(st.just("JSON.NUMINCRBY"), key, st.just("$.n"), st.just("2")),
     st.tuples(st.just("JSON.DEL"), key),
     st.tuples(st.just("JSON.GET"), key),
+    # Hash and JSON array writes read first (the solo route) between coalesced writes.
+    st.tuples(st.just("HSET"), key, st.sampled_from(["f", "g"]), value),
+    st.tuples(st.just("HDEL"), key, st.sampled_from(["f", "g"])),
+    st.tuples(st.just("HINCRBY"), key, st.just("n"), st.just("3")),
+    st.tuples(st.just("HGETALL"), key),
+    st.tuples(st.just("JSON.ARRAPPEND"), key, st.just("$"), st.just("1")),
     st.tuples(st.just("MULTI"), st.just("")).map(  # a MULTI block (placeholder, expanded below)
         lambda _: ("MULTI",)
     ),

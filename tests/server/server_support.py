@@ -229,3 +229,17 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[redis.Red
         client.close()
         proc.terminate()
         proc.wait(10)
+
+
+def replies(client: redis.Redis, commands: list[tuple[str, ...]]) -> list[Any]:
+    """Each command's reply, or ``"error: <text>"``; one command at a time.
+
+    Two servers' answers to the same commands then compare with ``==``.
+    """
+    out: list[Any] = []
+    for command in commands:
+        try:
+            out.append(client.execute_command(*command))
+        except redis.ResponseError as exc:
+            out.append(f"error: {exc}")
+    return out

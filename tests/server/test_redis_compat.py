@@ -185,6 +185,8 @@ def test_absolute_expiry_times_are_stored_exactly(
             assert server.pexpiretime("exp:s") == at_ms + i
             server.set("exp:e", "v", exat=at_ms // 1000 + i)
             assert server.expiretime("exp:e") == at_ms // 1000 + i
+            server.getex("exp:e", pxat=at_ms + 2 * i)
+            assert server.pexpiretime("exp:e") == at_ms + 2 * i
     both(amber, redis_server, lambda c: c.pexpireat("exp:k", 1) and c.exists("exp:k"))
 
 

@@ -21,8 +21,8 @@ INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 
 def parse_int(raw: bytes, what: str = "value is not an integer or out of range") -> int:
     try:
-        if raw.strip() != raw or raw[:1] == b"+":
-            raise ValueError
+        if raw.strip() != raw or raw[:1] == b"+" or b"_" in raw:
+            raise ValueError  # Python's int() reads these; Redis does not
         number = int(raw)
     except ValueError:
         raise CommandError(what) from None
@@ -188,6 +188,52 @@ def getdel(session: Any, kv: Any, args: list[bytes]) -> Any:
         raise WRONGTYPE
     kv.delete(table, key)
     return to_bytes(old)
+
+
+@command("GETEX", -2, "write fast", keys=(1, 1, 1), group="string")
+def getex(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """``GETEX key [EX s|PX ms|EXAT ts|PXAT ts|PERSIST]``: GET, then change the expiry.
+
+    Like GET it reads any document (non-strings as JSON text), since EXPIRE
+    works on any key. Redis' order: options are checked first (syntax error),
+    then the key (nil if absent), then the time (``invalid expire time``); a
+    time already past deletes the key. Without an option, or PERSIST on a key
+    with no expiry, nothing is written.
+    """
+    table, key = split_key(args[1])
+    option = b""
+    raw_time = b""
+    i = 2
+    while i < len(args):
+        word = args[i].upper()
+        if word in (b"EX", b"PX", b"EXAT", b"PXAT") and not option and i + 1 < len(args):
+            option, raw_time = word, args[i + 1]
+            i += 2
+        elif word == b"PERSIST" and not option:
+            option = word
+            i += 1
+        else:
+            raise syntax_error()
+    entry = kv.entry(table, key)
+    if entry is None:
+        return None
+    reply = to_bytes(entry.value)
+    if option == b"PERSIST":
+        if entry.expires_at_ms is not None:
+            kv.put(table, key, entry.value)
+        return reply
+    if option:
+        number = parse_int(raw_time)
+        if number <= 0 or (option in (b"EX", b"EXAT") and number > INT_MAX // 1000):
+            raise CommandError("invalid expire time in 'getex' command")
+        ms, at = expiry(option, raw_time, "getex")
+        if ms <= 0:
+            kv.delete(table, key)
+        elif at is not None:
+            kv.put(table, key, entry.value, expires_at_ms=at)
+        else:
+            kv.put(table, key, entry.value, ttl_ms=ms)
+    return reply
 
 
 @command("MGET", -2, "readonly fast", keys=(1, -1, 1), group="string")
