@@ -7,7 +7,11 @@ from dataclasses import dataclass, field
 
 from ..errors import InvalidArgument
 
-__all__ = ["ClusterConfig", "parse_address", "parse_peers"]
+__all__ = ["MIN_SECRET_BYTES", "ClusterConfig", "parse_address", "parse_peers"]
+
+#: A shorter cluster secret is refused: the Raft port is reachable by anyone
+#: who can reach the host, and the secret is all that keeps them out.
+MIN_SECRET_BYTES = 16
 
 
 def parse_address(text: str) -> str:
@@ -64,6 +68,12 @@ class ClusterConfig:
             raise InvalidArgument(
                 "a cluster needs a secret (--cluster-secret-file) to encrypt and authenticate "
                 "Raft traffic; pass --insecure-cluster to run without one"
+            )
+        if self.secret and len(self.secret.encode()) < MIN_SECRET_BYTES:
+            raise InvalidArgument(
+                f"the cluster secret is {len(self.secret.encode())} bytes; it must be at least "
+                f"{MIN_SECRET_BYTES} (e.g. `python -c 'import secrets; "
+                f"print(secrets.token_urlsafe(32))'`)"
             )
         if self.timeout_s <= 0:
             raise InvalidArgument("the cluster timeout must be positive")
