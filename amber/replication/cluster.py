@@ -246,6 +246,8 @@ class ClusterNode(Node):
         c = self.cluster
         return SyncObjConf(
             password=c.secret or None,
+            # PySyncObj binds every address unless told otherwise.
+            bindAddress=c.bind_address,
             # Amber's own thread ticks the engine: PySyncObj's stops with the
             # thread that created it (an executor thread, in the server).
             autoTick=False,

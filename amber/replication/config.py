@@ -40,7 +40,7 @@ class ClusterConfig:
     """Who this node is and who its peers are; see ``amber serve --help``."""
 
     node_id: str
-    #: ``host:port`` the Raft transport binds and peers reach this node at.
+    #: ``host:port`` peers reach this node at (and, unless ``raft_bind``, it binds).
     raft_address: str
     #: The other members, node id → ``host:port``.
     peers: Mapping[str, str] = field(default_factory=dict)
@@ -53,6 +53,8 @@ class ClusterConfig:
     compaction_entries: int = 20_000
     #: ... or this many seconds.
     compaction_seconds: float = 300.0
+    #: The host the Raft port listens on; empty: ``raft_address``'s host.
+    raft_bind: str = ""
 
     def __post_init__(self) -> None:
         if not self.node_id or "=" in self.node_id or "," in self.node_id:
@@ -77,3 +79,9 @@ class ClusterConfig:
             )
         if self.timeout_s <= 0:
             raise InvalidArgument("the cluster timeout must be positive")
+
+    @property
+    def bind_address(self) -> str:
+        """``host:port`` the Raft port listens on."""
+        port = self.raft_address.rpartition(":")[2]
+        return f"{self.raft_bind}:{port}" if self.raft_bind else self.raft_address
