@@ -117,16 +117,17 @@ def max_frame_bytes(max_batch_bytes: int) -> int:
     """The largest Raft frame a peer may legitimately send, with margin.
 
     A Raft entry holds records of at most ``max_batch_bytes`` in all (the
-    proposer splits bigger groups; a single batch is refused above it by
-    the database). The biggest messages carry one entry: an
-    ``apply_command`` forwarded to the leader, or an ``append_entries`` of
-    entries under ``RAFT_BATCH_BYTES`` plus one more; snapshots travel in
-    ``RAFT_BATCH_BYTES`` chunks. On the wire, pickle protocol 2 spells bytes
-    as latin-1 text in UTF-8 (up to 2 bytes each), zlib adds 0.1 % at worst
-    and Fernet base64-encodes (4/3): under 2.7 times the entry. 3 times plus
-    1 MiB leaves margin.
+    proposer splits bigger groups; the database refuses a bigger batch).
+    The biggest messages carry one whole entry: an ``apply_command``
+    forwarded to the leader, or an ``append_entries`` of entries under
+    ``RAFT_BATCH_BYTES`` plus one more (a lone big entry travels in
+    ``RAFT_BATCH_BYTES`` chunks, as do snapshots). The entry is pickled
+    twice, as a command and inside the message, and pickle protocol 2
+    spells each byte >= 0x80 in two: 4 times the records at worst; zlib adds
+    0.1 % at worst and Fernet's base64 a third: under 5.4 times. 6 times
+    plus 1 MiB leaves margin. (Only an authenticated peer gets this far.)
     """
-    return 3 * (max_batch_bytes + 2 * RAFT_BATCH_BYTES) + (1 << 20)
+    return 6 * (max_batch_bytes + 2 * RAFT_BATCH_BYTES) + (1 << 20)
 
 
 _NOT_APPLIED = {

@@ -21,6 +21,7 @@ import struct
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -36,6 +37,7 @@ from amber.replication.cluster import (
     AUTH_DEADLINE_S,
     MAX_UNAUTHENTICATED,
     UNAUTHENTICATED_FRAME_BYTES,
+    max_frame_bytes,
 )
 from amber.replication.config import MIN_SECRET_BYTES, ClusterConfig
 from amber.replication.local import LocalCluster, LocalNode, free_base_port
@@ -281,6 +283,21 @@ def test_a_big_value_still_crosses_the_raft_port(cluster: LocalCluster) -> None:
         with redis.Redis(host=node.host, port=node.resp_port, socket_timeout=60) as c:
             assert c.get("t:big") == value
     assert _leader_and_term(cluster) == (leader, term)
+
+
+@pytest.mark.parametrize("kind", ["random", "high"])
+def test_the_frame_limit_covers_the_largest_entry_on_the_wire(kind: str) -> None:
+    """A forwarded command of a full batch, framed as PySyncObj frames it, fits the limit."""
+    from pysyncobj import pickle as pso_pickle
+
+    size = 1 << 20
+    record = os.urandom(size)
+    if kind == "high":  # every byte >= 0x80: pickle protocol 2 doubles each
+        record = bytes(0x80 | b for b in record)
+    command = pso_pickle.dumps((0, ([record],), {}))
+    message = (os.urandom(32), {"type": "apply_command", "command": command, "request_id": 1})
+    frame = Fernet(Fernet.generate_key()).encrypt(zlib.compress(pso_pickle.dumps(message), 3))
+    assert len(frame) <= max_frame_bytes(size)
 
 
 def _other_address() -> str | None:
