@@ -76,7 +76,14 @@ def serve(  # noqa: PLR0917  (typer maps each option to a parameter)
         str | None, typer.Option(help="Cluster mode: this node's id (e.g. n1).")
     ] = None,
     raft_port: Annotated[
-        int | None, typer.Option(help="Cluster mode: the Raft port (on --bind).")
+        int | None, typer.Option(help="Cluster mode: the Raft port (on --raft-bind).")
+    ] = None,
+    raft_bind: Annotated[
+        str | None,
+        typer.Option(
+            help="Cluster mode: the address the Raft port listens on and peers reach this "
+            "node at (default: the --bind address)."
+        ),
     ] = None,
     peers: Annotated[
         str | None, typer.Option(help="Cluster mode: the other members, n2=host:port,n3=...")
@@ -148,6 +155,7 @@ def serve(  # noqa: PLR0917  (typer maps each option to a parameter)
         "log_level": log_level,
         "node_id": node_id,
         "raft_port": raft_port,
+        "raft_bind": raft_bind,
         "peers": peers,
         "cluster_secret_file": None if cluster_secret_file is None else str(cluster_secret_file),
         "insecure_cluster": insecure_cluster,

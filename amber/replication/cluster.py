@@ -97,6 +97,38 @@ TICK_SECONDS = 0.05
 RETRY_DELAY = 0.05
 #: First chunk of a cluster snapshot: ``["r", format, prev entry, last entry, members]``.
 SNAPSHOT_FORMAT = 1
+#: An inbound Raft connection that has not sent a frame that decrypts with the
+#: cluster secret within this many seconds is closed (a peer needs one round trip).
+AUTH_DEADLINE_S = 3.0
+#: At most this many inbound connections may wait to authenticate; the oldest goes.
+MAX_UNAUTHENTICATED = 64
+#: Connections the kernel queues on the Raft port before PySyncObj accepts them.
+LISTEN_BACKLOG = 128
+#: The largest frame before authentication: PySyncObj's first frame is a
+#: 32-byte key (or, without a secret, a node address), a few hundred bytes.
+UNAUTHENTICATED_FRAME_BYTES = 64 * 1024
+#: What one record costs in a Raft entry besides its bytes (pickle framing).
+RECORD_OVERHEAD = 64
+#: PySyncObj's ``appendEntriesBatchSizeBytes`` and snapshot chunk size (its defaults).
+RAFT_BATCH_BYTES = 64 * 1024
+
+
+def max_frame_bytes(max_batch_bytes: int) -> int:
+    """The largest Raft frame a peer may legitimately send, with margin.
+
+    A Raft entry holds records of at most ``max_batch_bytes`` in all (the
+    proposer splits bigger groups; the database refuses a bigger batch).
+    The biggest messages carry one whole entry: an ``apply_command``
+    forwarded to the leader, or an ``append_entries`` of entries under
+    ``RAFT_BATCH_BYTES`` plus one more (a lone big entry travels in
+    ``RAFT_BATCH_BYTES`` chunks, as do snapshots). The entry is pickled
+    twice, as a command and inside the message, and pickle protocol 2
+    spells each byte >= 0x80 in two: 4 times the records at worst; zlib adds
+    0.1 % at worst and Fernet's base64 a third: under 5.4 times. 6 times
+    plus 1 MiB leaves margin. (Only an authenticated peer gets this far.)
+    """
+    return 6 * (max_batch_bytes + 2 * RAFT_BATCH_BYTES) + (1 << 20)
+
 
 _NOT_APPLIED = {
     FAIL_REASON.QUEUE_FULL,
@@ -135,11 +167,91 @@ class _Transport(TCPTransport):  # type: ignore[misc]
     Every message a node sends may reflect its journal (an acknowledged
     entry, a vote): syncing first means a crash can never take back what a
     peer was told. The sync is one flag check when nothing is pending.
+
+    The Raft port is open to whoever reaches the host, so connections carry
+    frame limits (:class:`~amber.replication.hardening.FrameLimits`), and an
+    inbound connection that has not authenticated within
+    ``AUTH_DEADLINE_S`` is closed, as is the oldest when more than
+    ``MAX_UNAUTHENTICATED`` wait: holding sockets open costs an attacker
+    nothing, and each costs this node a descriptor (when they run out,
+    PySyncObj's listener closes for good).
     """
+
+    def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any) -> None:
+        #: Connections refused so far, and when the next may be logged.
+        self.amber_refused = 0
+        self._next_note = 0.0
+        super().__init__(syncObj, selfNode, otherNodes)
 
     def send(self, node: Any, message: Any) -> bool:
         self._syncObj.amber_journal.sync()
         return bool(super().send(node, message))
+
+    def _maybeBind(self) -> None:
+        """PySyncObj's bind, with a listen backlog of ``LISTEN_BACKLOG`` instead of 5.
+
+        With 5, a burst of connections (an attack, or many clients of the
+        utility port) fills the queue and a peer's connect waits for the
+        kernel's SYN retry, a second or more.
+        """
+        was_ready = self._ready
+        super()._maybeBind()
+        if self._ready and not was_ready:
+            listener = getattr(self._server, "_TcpServer__socket", None)
+            if listener is not None:
+                listener.listen(LISTEN_BACKLOG)
+
+    def _limits(self) -> hardening.FrameLimits:
+        limits: hardening.FrameLimits = self._syncObj.amber_frame_limits
+        return limits
+
+    def addNode(self, node: Any) -> None:
+        super().addNode(node)
+        conn = self._connections.get(node)
+        if isinstance(conn, hardening.Connection):
+            limits = self._limits()
+            if not self._syncObj.encryptor:
+                # Without a secret, the peer we dial may send a full entry first.
+                limits = hardening.FrameLimits(limits.authenticated, limits.authenticated)
+            conn.frame_limits = limits
+
+    def _onNewIncomingConnection(self, conn: Any) -> None:
+        super()._onNewIncomingConnection(conn)
+        conn.frame_limits = self._limits()
+        conn.amber_opened = time.monotonic()
+        waiting = [c for c in self._unknownConnections if not c.authenticated]
+        if len(waiting) > MAX_UNAUTHENTICATED:
+            oldest = min(waiting, key=lambda c: getattr(c, "amber_opened", 0.0))
+            self._drop(oldest, f"more than {MAX_UNAUTHENTICATED} connections wait to authenticate")
+
+    def _onTick(self) -> None:
+        super()._onTick()
+        if not self._unknownConnections:
+            return
+        cutoff = time.monotonic() - AUTH_DEADLINE_S
+        for conn in list(self._unknownConnections):
+            if not conn.authenticated and getattr(conn, "amber_opened", cutoff) < cutoff:
+                self._drop(conn, f"no authenticated frame within {AUTH_DEADLINE_S:g} s")
+
+    def _onDisconnected(self, conn: Any) -> None:
+        reason = getattr(conn, "refused", None)
+        if reason:
+            conn.refused = None
+            self._note(f"closed a raft connection: {reason}")
+        super()._onDisconnected(conn)
+
+    def _drop(self, conn: Any, reason: str) -> None:
+        conn.refused = reason
+        conn.disconnect()
+        self._unknownConnections.discard(conn)
+
+    def _note(self, message: str) -> None:
+        """Log refused connections, at most one line per 10 s (an attack would flood the log)."""
+        now = time.monotonic()
+        self.amber_refused += 1
+        if now >= self._next_note:
+            self._next_note = now + 10.0
+            log.warning("%s (%d refused so far)", message, self.amber_refused)
 
 
 class _Engine(SyncObj):  # type: ignore[misc]
@@ -155,6 +267,9 @@ class _Engine(SyncObj):  # type: ignore[misc]
     ) -> None:
         self.amber_owner = owner
         self.amber_journal = journal
+        self.amber_frame_limits = hardening.FrameLimits(
+            UNAUTHENTICATED_FRAME_BYTES, max_frame_bytes(owner.config.limits.max_batch_bytes)
+        )
         super().__init__(address, peers, conf, transportClass=_Transport)
 
     @replicated  # type: ignore[untyped-decorator]
@@ -246,6 +361,10 @@ class ClusterNode(Node):
         c = self.cluster
         return SyncObjConf(
             password=c.secret or None,
+            # PySyncObj binds every address unless told otherwise.
+            bindAddress=c.bind_address,
+            appendEntriesBatchSizeBytes=RAFT_BATCH_BYTES,
+            logCompactionBatchSize=RAFT_BATCH_BYTES,
             # Amber's own thread ticks the engine: PySyncObj's stops with the
             # thread that created it (an executor thread, in the server).
             autoTick=False,
@@ -475,16 +594,35 @@ class ClusterNode(Node):
         return pending
 
     def _propose(self) -> None:
-        """Send the queue as one entry when fewer than ``MAX_INFLIGHT`` are out."""
-        with self._lock:
-            if self._inflight >= MAX_INFLIGHT or not self._queue or self._closed:
-                return
-            group, self._queue = self._queue, []
-            self._inflight += 1
-        records = [p.record for p in group if p.record is not None]
-        if not records:
-            self.barriers += 1
-        self._engine.amber_apply(records, callback=functools.partial(self._proposed, group))
+        """Send the queue as entries while fewer than ``MAX_INFLIGHT`` are out."""
+        for _ in range(MAX_INFLIGHT):
+            with self._lock:
+                if self._inflight >= MAX_INFLIGHT or not self._queue or self._closed:
+                    return
+                group = self._take_group()
+                self._inflight += 1
+            records = [p.record for p in group if p.record is not None]
+            if not records:
+                self.barriers += 1
+            self._engine.amber_apply(records, callback=functools.partial(self._proposed, group))
+
+    def _take_group(self) -> list[_Pending]:
+        """The queue's head up to ``max_batch_bytes`` of records (at least one); lock held.
+
+        Bounds a Raft entry, hence the largest frame a peer sends
+        (:func:`max_frame_bytes`).
+        """
+        budget = self.config.limits.max_batch_bytes
+        size = 0
+        count = 0
+        for pending in self._queue:
+            cost = RECORD_OVERHEAD + (len(pending.record) if pending.record is not None else 0)
+            if count and size + cost > budget:
+                break
+            size += cost
+            count += 1
+        group, self._queue = self._queue[:count], self._queue[count:]
+        return group
 
     def _proposed(self, group: list[_Pending], results: Any, error: int) -> None:
         """PySyncObj's callback (Raft thread): the entry was applied here, or failed."""

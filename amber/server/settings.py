@@ -101,8 +101,10 @@ class ServeSettings:
     log_level: str = "info"
     #: Cluster mode (all four below, or none): this node's id, ...
     node_id: str = ""
-    #: ... its Raft port on ``bind`` ...
+    #: ... its Raft port on ``raft_bind`` ...
     raft_port: int = 0
+    #: The address the Raft port listens on and peers reach it at (empty: ``bind``).
+    raft_bind: str = ""
     #: ... the other members, ``n2=host:port,n3=host:port`` ...
     peers: str = ""
     #: ... and a file holding the secret that encrypts and authenticates Raft traffic.
@@ -162,7 +164,7 @@ class ServeSettings:
                 raise InvalidArgument(f"cluster secret file {self.cluster_secret_file} is empty")
         return ClusterConfig(
             node_id=self.node_id,
-            raft_address=f"{self.bind}:{self.raft_port}",
+            raft_address=f"{self.raft_bind or self.bind}:{self.raft_port}",
             peers=parse_peers(self.peers),
             secret=secret,
             insecure=self.insecure_cluster,

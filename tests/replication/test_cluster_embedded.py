@@ -30,7 +30,7 @@ def _configs(n: int, **options: Any) -> list[ClusterConfig]:
             name,
             address,
             {k: v for k, v in addresses.items() if k != name},
-            secret="test-secret",
+            secret="test-secret-of-32-bytes-at-least",
             **options,
         )
         for name, address in addresses.items()
