@@ -181,11 +181,44 @@ class _Transport(TCPTransport):  # type: ignore[misc]
         #: Connections refused so far, and when the next may be logged.
         self.amber_refused = 0
         self._next_note = 0.0
+        #: Node -> chunks of a big entry waiting for their last one (see ``send``).
+        self._held: dict[Any, list[dict[str, Any]]] = {}
         super().__init__(syncObj, selfNode, otherNodes)
 
     def send(self, node: Any, message: Any) -> bool:
         self._syncObj.amber_journal.sync()
+        if type(message) is dict and message.get("transmission") is not None:
+            if message["transmission"] == "start":
+                self.flush_transmissions(node)
+            self._held.setdefault(node, []).append(message)
+            return True  # PySyncObj's loop checks the connection, not this
+        if self._held:
+            self.flush_transmissions(node)
         return bool(super().send(node, message))
+
+    def flush_transmissions(self, node: Any = None) -> None:
+        """Send the held chunks of one big entry, labelled by their real position.
+
+        PySyncObj sends an entry larger than ``appendEntriesBatchSizeBytes``
+        in chunks of its pickle and labels as ``finish`` every chunk past
+        the entry's *command* length; the pickle is longer (protocol 2
+        writes each byte >= 0x80 as two), so for a value of non-ASCII text
+        the follower unpickled a cut entry and replication stopped for good.
+        The chunks of one entry are sent in one loop, so they are held here
+        and sent, in order, once the entry's last chunk is known: before the
+        next other message to that node, or when the loop ends
+        (``_Engine._SyncObj__sendAppendEntries``).
+        """
+        for target in [node] if node is not None else list(self._held):
+            chunks = self._held.pop(target, None)
+            if not chunks:
+                continue
+            last = len(chunks) - 1
+            for index, chunk in enumerate(chunks):
+                chunk["transmission"] = (
+                    "start" if index == 0 else "finish" if index == last else "process"
+                )
+                super().send(target, chunk)
 
     def _maybeBind(self) -> None:
         """PySyncObj's bind, with a listen backlog of ``LISTEN_BACKLOG`` instead of 5.
@@ -271,6 +304,11 @@ class _Engine(SyncObj):  # type: ignore[misc]
             UNAUTHENTICATED_FRAME_BYTES, max_frame_bytes(owner.config.limits.max_batch_bytes)
         )
         super().__init__(address, peers, conf, transportClass=_Transport)
+
+    def _SyncObj__sendAppendEntries(self) -> None:
+        """PySyncObj's, then the held chunks of a big entry go out (see ``_Transport.send``)."""
+        super()._SyncObj__sendAppendEntries()
+        self._SyncObj__transport.flush_transmissions()
 
     @replicated  # type: ignore[untyped-decorator]
     def amber_apply(self, records: list[bytes]) -> list[ApplyResult]:

@@ -269,19 +269,28 @@ def test_frames_that_do_not_decrypt_close_the_connection_at_once(cluster: LocalC
     print(f"worst close {worst:.3f} s; growth {growth >> 10} KiB")
 
 
-def test_a_big_value_still_crosses_the_raft_port(cluster: LocalCluster) -> None:
-    """The frame limits leave room for the largest legitimate messages."""
+@pytest.mark.parametrize("text", ["ascii", "non-ascii"])
+def test_a_big_value_still_crosses_the_raft_port(cluster: LocalCluster, text: str) -> None:
+    """The frame limits leave room for the largest legitimate messages.
+
+    Forwarded whole to the leader in one frame, then replicated in chunks. A
+    value of non-ASCII text pickles to about twice its length, past where
+    PySyncObj labelled the last chunk: it never replicated and stopped the
+    cluster's writes until the chunks were labelled by their real position.
+    """
     leader, term = _leader_and_term(cluster)
     follower = next(n for n in cluster.nodes if n is not leader)
-    # Forwarded whole to the leader in one frame, then replicated in chunks. (Not non-ASCII
-    # text: PySyncObj cuts a big entry's pickle at the length of the entry, which a pickle
-    # of such bytes exceeds, so it never replicates; a separate, older bug.)
-    value = os.urandom(2 * 1024 * 1024).hex().encode()
+    if text == "ascii":
+        value = os.urandom(2 * 1024 * 1024).hex().encode()
+    else:
+        value = ("é" * 3 * 1024 * 1024).encode()  # 6 MiB, every byte >= 0x80
     with redis.Redis(host=follower.host, port=follower.resp_port, socket_timeout=60) as c:
-        assert c.set("t:big", value) is True
+        assert c.set(f"t:big-{text}", value) is True
+        assert c.set(f"t:after-{text}", "1") is True  # and writes go on
     for node in cluster.nodes:
         with redis.Redis(host=node.host, port=node.resp_port, socket_timeout=60) as c:
-            assert c.get("t:big") == value
+            assert c.get(f"t:big-{text}") == value
+            assert c.get(f"t:after-{text}") == b"1"
     assert _leader_and_term(cluster) == (leader, term)
 
 
