@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, cast, overload
 
 from .config import Config
 from .errors import Closed, InvalidArgument, TooLarge
@@ -45,11 +45,13 @@ from .store.batch import (
     Merge,
     Op,
     Put,
+    Update,
     encode_body,
 )
-from .store.state import ApplyResult, StoreImage
+from .store.state import ApplyResult, Record, StoreImage, Updated
+from .store.updates import check_update
 from .table import _CLOSED_ROWS, Entry, Page, Table, _entry
-from .transaction import Transaction, TxnResult
+from .transaction import Transaction, TxnResult, UpdateResult
 from .watch import Event, Progress, Watch, open_watch
 
 if TYPE_CHECKING:
@@ -264,6 +266,14 @@ class Database:
                         op.ttl_ms,
                     )
                 )
+            elif isinstance(op, Update):
+                why = check_update(op.fn, op.args)
+                if why is not None:
+                    raise InvalidArgument(why)
+                args = tuple(freeze(arg, limits) for arg in op.args)
+                checked_ops.append(
+                    Update(check_table(op.table, limits), check_key(op.key, limits), op.fn, args)
+                )
             elif isinstance(op, Delete):
                 checked_ops.append(Delete(check_table(op.table, limits), check_key(op.key, limits)))
             elif isinstance(op, DropTable):
@@ -450,10 +460,17 @@ def _txn_result(batch: Batch, result: ApplyResult, entries: bool = True) -> TxnR
     """The revision, with one entry per op unless ``entries`` is false."""
     if not entries:
         return TxnResult(result.revision)
-    found: list[Entry | None] = []
+    found: list[Entry | UpdateResult | None] = []
     for op, record in zip(batch.ops, result.outcomes, strict=True):
         key = getattr(op, "key", None)
-        found.append(None if record is None or key is None else _entry(key, record))
+        if type(record) is Updated:
+            assert key is not None
+            after = None if record.record is None else _entry(key, record.record)
+            found.append(UpdateResult(after, record.result, record.error))
+        elif record is None or key is None:
+            found.append(None)
+        else:
+            found.append(_entry(key, cast("Record", record)))
     return TxnResult(result.revision, found)
 
 
@@ -522,6 +539,8 @@ __all__ = [
     "Table",
     "Transaction",
     "TxnResult",
+    "Update",
+    "UpdateResult",
     "open",
     "open_cluster",
 ]

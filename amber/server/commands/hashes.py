@@ -32,7 +32,8 @@ from ...model import thaw
 from .keys import compile_glob, split_key
 from .registry import REGISTRY, CommandError, arity_error, syntax_error
 from .replies import Simple
-from .strings import INT_MAX, INT_MIN, parse_int
+from .scope import update_reply
+from .strings import parse_int, update_blind
 from .values import MISSING, WRONGTYPE, decode_text, to_bytes
 
 command = REGISTRY.command
@@ -196,23 +197,14 @@ def hincrby(session: Any, kv: Any, args: list[bytes]) -> Any:
     """Add an integer to a field (kept a string or a number, as it was)."""
     field = _field(args[2])
     delta = parse_int(args[3])
-    table, key, doc = _read(kv, args[1])
-    current = MISSING if doc is None else doc.get(field, MISSING)
-    if current is MISSING:
-        base, as_text = 0, True
-    elif type(current) is str:
-        base, as_text = parse_int(current.encode(), "hash value is not an integer"), True
-    elif type(current) is int:
-        base, as_text = current, False
-    else:
-        raise CommandError("hash value is not an integer")
-    result = base + delta
-    if not INT_MIN <= result <= INT_MAX:
-        raise CommandError("increment or decrement would overflow")
-    updated: dict[str, Any] = {} if doc is None else thaw(doc)
-    updated[field] = str(result) if as_text else result
-    kv.put(table, key, updated, keep_ttl=True)
-    return result
+    table, key = split_key(args[1])
+    kv.update(table, key, "hincrby", field, delta)  # applied with the batch: no retry
+    return update_reply(0)
+
+
+@REGISTRY.blind("HINCRBY")
+def hincrby_blind(session: Any, args: list[bytes]) -> Any:
+    return update_blind(session, args[1], "hincrby", _field(args[2]), parse_int(args[3]))
 
 
 def _float(text: str, what: str) -> float:

@@ -6,27 +6,26 @@ import math
 import time
 from typing import Any
 
-from ...database import Put
+from ...database import Put, Update
 from ...model import check_key, check_table, freeze
-from .coalesce import MAX_VALUE_CHARS
+from ...store.updates import redis_int
+from .coalesce import MAX_OPS, MAX_VALUE_CHARS
 from .keys import DEFAULT_TABLE, split_key
 from .registry import REGISTRY, CommandError, Later, syntax_error
 from .replies import Simple
+from .scope import update_reply
 from .values import MISSING, WRONGTYPE, decode_text, to_bytes
 
 command = REGISTRY.command
 OK = Simple("OK")
+#: An MSET with more pairs than a coalesced batch holds runs as its own commit.
+MAX_BLIND_PAIRS = MAX_OPS // 2
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 
 
 def parse_int(raw: bytes, what: str = "value is not an integer or out of range") -> int:
-    try:
-        if raw.strip() != raw or raw[:1] == b"+" or b"_" in raw:
-            raise ValueError  # Python's int() reads these; Redis does not
-        number = int(raw)
-    except ValueError:
-        raise CommandError(what) from None
-    if not INT_MIN <= number <= INT_MAX:
+    number = redis_int(raw)
+    if number is None:
         raise CommandError(what)
     return number
 
@@ -258,6 +257,24 @@ def mset(session: Any, kv: Any, args: list[bytes]) -> Any:
     return OK
 
 
+@REGISTRY.blind("MSET")
+def mset_blind(session: Any, args: list[bytes]) -> Any:
+    """``MSET`` of short strings: checked puts straight to the coalescer, as ``SET``'s."""
+    if len(args) % 2 == 0 or len(args) // 2 > MAX_BLIND_PAIRS:
+        return None
+    limits = session.state.db.config.limits
+    ops: list[Any] = []
+    for i in range(1, len(args), 2):
+        table, key = split_key(args[i])
+        value = decode_text(args[i + 1])
+        if len(value) > MAX_VALUE_CHARS:
+            return None
+        if not value.isascii():
+            value = freeze(value, limits)
+        ops.append(Put(check_table(table, limits), check_key(key, limits), value))
+    return ops, OK
+
+
 @command("MSETNX", -3, "write", keys=(1, -1, 2), group="string")
 def msetnx(session: Any, kv: Any, args: list[bytes]) -> Any:
     """Set several keys only if none of them exists; 1 if set."""
@@ -274,25 +291,18 @@ def msetnx(session: Any, kv: Any, args: list[bytes]) -> Any:
 # -- counters and appends --------------------------------------------------------
 
 
-def _number(value: Any) -> tuple[int | float, bool]:
-    """A stored counter's number and whether it is kept as a string."""
-    if value is MISSING:
-        return 0, True
-    if type(value) is str:
-        return parse_int(value.encode()), True
-    if type(value) is int:
-        return value, False
-    raise WRONGTYPE
-
-
-def _incr(kv: Any, raw_key: bytes, delta: int) -> int:
+def _incr(kv: Any, raw_key: bytes, delta: int) -> Any:
+    """An update applied with the batch (``amber.store.updates.incr``): no read, no retry."""
     table, key = split_key(raw_key)
-    current, as_text = _number(kv.get(table, key))
-    result = int(current) + delta
-    if not INT_MIN <= result <= INT_MAX:
-        raise CommandError("increment or decrement would overflow")
-    kv.put(table, key, str(result) if as_text else result, keep_ttl=True)
-    return result
+    kv.update(table, key, "incr", delta)
+    return update_reply(0)
+
+
+def update_blind(session: Any, raw_key: bytes, fn: str, *args: Any) -> tuple[list[Any], Any]:
+    """The blind form of an update command: one checked ``Update`` op, answered when applied."""
+    table, key = split_key(raw_key)
+    limits = session.state.db.config.limits
+    return [Update(check_table(table, limits), check_key(key, limits), fn, args)], update_reply(0)
 
 
 @command("INCR", 2, "write fast", keys=(1, 1, 1), group="string")
@@ -320,6 +330,29 @@ def decrby(session: Any, kv: Any, args: list[bytes]) -> Any:
     if delta == INT_MIN:
         raise CommandError("decrement would overflow")
     return _incr(kv, args[1], -delta)
+
+
+@REGISTRY.blind("INCR")
+def incr_blind(session: Any, args: list[bytes]) -> Any:
+    return update_blind(session, args[1], "incr", 1)
+
+
+@REGISTRY.blind("DECR")
+def decr_blind(session: Any, args: list[bytes]) -> Any:
+    return update_blind(session, args[1], "incr", -1)
+
+
+@REGISTRY.blind("INCRBY")
+def incrby_blind(session: Any, args: list[bytes]) -> Any:
+    return update_blind(session, args[1], "incr", parse_int(args[2]))
+
+
+@REGISTRY.blind("DECRBY")
+def decrby_blind(session: Any, args: list[bytes]) -> Any:
+    delta = parse_int(args[2])
+    if delta == INT_MIN:
+        raise CommandError("decrement would overflow")
+    return update_blind(session, args[1], "incr", -delta)
 
 
 def _parse_float(text: str) -> float:
@@ -358,12 +391,16 @@ def incrbyfloat(session: Any, kv: Any, args: list[bytes]) -> Any:
 def append(session: Any, kv: Any, args: list[bytes]) -> Any:
     """Append to a string; returns its new length in bytes."""
     table, key = split_key(args[1])
-    current = kv.get(table, key)
-    if current is not MISSING and type(current) is not str:
-        raise WRONGTYPE
-    value = ("" if current is MISSING else current) + decode_text(args[2])
-    kv.put(table, key, value, keep_ttl=True)
-    return len(value.encode())
+    kv.update(table, key, "append", decode_text(args[2]))
+    return update_reply(0)
+
+
+@REGISTRY.blind("APPEND")
+def append_blind(session: Any, args: list[bytes]) -> Any:
+    text = decode_text(args[2])
+    if len(text) > MAX_VALUE_CHARS:
+        return None
+    return update_blind(session, args[1], "append", text)
 
 
 @command("STRLEN", 2, "readonly fast", keys=(1, 1, 1), group="string")
