@@ -79,6 +79,8 @@ def redis_int(raw: bytes) -> int | None:
 def _counter(value: Any, what: str) -> tuple[int, bool]:
     """A stored counter's integer and whether it is kept as text."""
     if type(value) is str:
+        if value.isdigit() and value.isascii() and len(value) < 19 and value[0] != "0":
+            return int(value), True  # the common case, without the checks below
         number = redis_int(value.encode())
         if number is None:
             raise Refused(what)

@@ -248,12 +248,17 @@ def mget(session: Any, kv: Any, args: list[bytes]) -> Any:
 
 @command("MSET", -3, "write", keys=(1, -1, 2), group="string")
 def mset(session: Any, kv: Any, args: list[bytes]) -> Any:
-    """Set several keys at once (one atomic write)."""
+    """Set several keys at once (one atomic write, one revision).
+
+    A key given more than once is written once, with its last value: no
+    revision could show the earlier ones (Redis ends in the same state).
+    """
     if len(args) % 2 == 0:
         raise CommandError("wrong number of arguments for 'mset' command")
-    for i in range(1, len(args), 2):
-        table, key = split_key(args[i])
-        kv.put(table, key, decode_text(args[i + 1]))
+    last = {args[i]: decode_text(args[i + 1]) for i in range(1, len(args), 2)}
+    for raw_key, value in last.items():  # a key given twice is written once: its last value
+        table, key = split_key(raw_key)
+        kv.put(table, key, value)
     return OK
 
 
@@ -263,14 +268,15 @@ def mset_blind(session: Any, args: list[bytes]) -> Any:
     if len(args) % 2 == 0 or len(args) // 2 > MAX_BLIND_PAIRS:
         return None
     limits = session.state.db.config.limits
-    ops: list[Any] = []
+    last: dict[bytes, str] = {}
     for i in range(1, len(args), 2):
-        table, key = split_key(args[i])
         value = decode_text(args[i + 1])
         if len(value) > MAX_VALUE_CHARS:
             return None
-        if not value.isascii():
-            value = freeze(value, limits)
+        last[args[i]] = value if value.isascii() else freeze(value, limits)
+    ops: list[Any] = []
+    for raw_key, value in last.items():
+        table, key = split_key(raw_key)
         ops.append(Put(check_table(table, limits), check_key(key, limits), value))
     return ops, OK
 
