@@ -222,7 +222,8 @@ async function openKey(table, key) {
   state.key = { table, key };
   $("doc-key").textContent = `${table} / ${key}`;
   $("patch-result").textContent = "";
-  $("patch-form").hidden = false;
+  for (const id of ["doc-meta", "doc", "patch-form"]) $(id).hidden = false;
+  $("doc-hint").hidden = true;
   for (const item of $("keys").children) {
     item.classList.toggle("selected", item.dataset.key === key);
   }
@@ -342,7 +343,8 @@ function addEvent(change) {
     el("span", change.type, "type"),
     el("span", `${change.table} / ${change.key}`, "event-key"),
   );
-  item.append(head, el("pre", pretty(change.diff), "json diff"));
+  // One line per diff (it wraps): many changes fit the pane.
+  item.append(head, el("pre", JSON.stringify(change.diff), "json diff"));
   const list = $("events");
   list.prepend(item);
   while (list.children.length > MAX_EVENTS) list.lastElementChild.remove();
@@ -406,10 +408,13 @@ async function loadCluster() {
     );
     return;
   }
-  const summary = el("p");
-  summary.textContent =
-    `leader ${status.leader ?? "none"} · term ${status.term} · commit ${status.commit_index}` +
-    ` · applied ${status.applied_index} · ${status.has_quorum ? "quorum" : "NO QUORUM"}`;
+  const summary = el(
+    "p",
+    `${status.node_id} is ${status.state} · leader ${status.leader ?? "none"} · ` +
+      `term ${status.term} · commit ${status.commit_index} · applied ${status.applied_index}` +
+      ` (lag ${status.lag}) · ${status.has_quorum ? "quorum" : "NO QUORUM"}`,
+    status.healthy ? "" : "error",
+  );
   const table = el("table");
   const header = el("tr");
   for (const title of ["member", "address", "role", "connected", "match index"]) {
