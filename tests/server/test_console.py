@@ -8,9 +8,12 @@ the page asks for it, sends ``Authorization: Bearer`` on every call
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -173,6 +176,10 @@ def test_console_browses_edits_and_watches(
     assert http.put("/v1/tables/users/keys/alice", json=alice).status_code == 201
     assert http.put("/v1/tables/users/keys/bob", json={"name": "Bob"}).status_code == 201
     assert http.put("/v1/tables/orders/keys/o-1", json={"total": 12}).status_code == 201
+    # A key that needs percent-encoding in a path, with a TTL.
+    odd_key = "o/2 ?#é"
+    odd = http.put(f"/v1/tables/orders/keys/{quote(odd_key, safe='')}?ttl=3600", json=[5])
+    assert odd.status_code == 201
     resp = server.redis(password=PASSWORD, decode_responses=True)
     resp.mset({f"logs:{n:03d}": f"line {n}" for n in range(60)})
 
@@ -181,7 +188,7 @@ def test_console_browses_edits_and_watches(
 
     # Tables with their key counts.
     _wait(browser, lambda d: _by_id(d, "app").is_displayed(), "the console")
-    counts = {"logs": "60", "orders": "1", "users": "2"}
+    counts = {"logs": "60", "orders": "2", "users": "2"}
     _wait(browser, lambda d: _table_counts(d) == counts, f"tables {counts}")
     assert not _by_id(browser, "login").is_displayed()
     browser.get_log("browser")  # drop the 401 that brought up the prompt
@@ -194,6 +201,19 @@ def test_console_browses_edits_and_watches(
     _wait(browser, lambda d: len(_all(d, "#keys li")) == 60, "the second page of keys")
     assert not _by_id(browser, "more").is_displayed()
     assert _texts(browser, "#keys li") == [f"{n:03d}" for n in range(60)]
+
+    # A key with a slash, spaces, # and ? opens by its exact name; its TTL shows.
+    _all(browser, "#tables li[data-table=orders] button")[0].click()
+    _wait(browser, lambda d: _texts(d, "#keys li") == ["o-1", odd_key], "the orders' keys")
+    _all(browser, "#keys li button")[1].click()
+    _wait(browser, lambda d: _shown_document(d) == [5], "the odd key's document")
+    ttl = re.fullmatch(r"(\d+) s \(expires (\S+)\)", _by_id(browser, "meta-ttl").text)
+    assert ttl is not None and 3000 < int(ttl[1]) <= 3600
+    expires_ms = odd.json()["expires_at_ms"]  # whole ms, as JavaScript's Date has them
+    expires = datetime.fromtimestamp(expires_ms // 1000, UTC) + timedelta(
+        milliseconds=expires_ms % 1000
+    )
+    assert ttl[2] == expires.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
     # Prefix search, then one key's document and its revisions.
     _all(browser, "#tables li[data-table=users] button")[0].click()
@@ -281,7 +301,7 @@ def test_console_browses_edits_and_watches(
         browser,
         lambda d: (
             _all(d, "#metrics [data-metric=amber_keys] svg polyline")
-            and _all(d, "#metrics [data-metric=amber_keys] .metric-value")[0].text == "64"
+            and _all(d, "#metrics [data-metric=amber_keys] .metric-value")[0].text == "65"
         ),
         "the keys chart",
     )
