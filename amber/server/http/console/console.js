@@ -28,7 +28,12 @@ class Problem extends Error {
 
 function authHeaders() {
   const password = sessionStorage.getItem(PASSWORD_KEY);
-  return password ? { Authorization: `Bearer ${password}` } : {};
+  if (!password) return {};
+  // Header values are Latin-1, so fetch() refuses a password beyond it in
+  // Bearer: that one goes as Basic (base64 of its UTF-8), which the server takes too.
+  if (/^[\x20-\xff]*$/.test(password)) return { Authorization: `Bearer ${password}` };
+  const bytes = new TextEncoder().encode(`:${password}`);
+  return { Authorization: `Basic ${btoa(String.fromCharCode(...bytes))}` };
 }
 
 /** fetch() with the password; 401 shows the login form, errors become Problem. */
