@@ -16,6 +16,7 @@ from .ops import ops_router
 from .problems import install_problem_handlers
 from .tables import tables_router
 from .txn import openapi_schemas, txn_router
+from .ui import console_router
 from .watch import watch_router
 
 __all__ = ["close_streams", "create_app"]
@@ -55,6 +56,7 @@ def create_app(ctx: ServerContext, *, password: Callable[[], str] | None = None)
         txn_router(api),
         watch_router(api),
         ops_router(api),
+        console_router(),
     ):
         app.include_router(router)
     _add_schemas(app)

@@ -4,8 +4,10 @@ Plain ASGI (not Starlette's ``BaseHTTPMiddleware``), so an event stream
 passes through untouched and a client's disconnect still reaches it.
 
 - **Password**: when the server has one (``requirepass``), every route but
-  ``/health`` needs ``Authorization: Bearer <password>`` (or Basic with any
-  user name and the password) — else ``401`` with ``WWW-Authenticate``.
+  ``/health`` and the console's static files (``/ui``, which hold no data and
+  ask for the password themselves) needs ``Authorization: Bearer <password>``
+  (or Basic with any user name and the password) — else ``401`` with
+  ``WWW-Authenticate``.
 - **Body limit**: a body over the database's batch limit is ``413`` — by its
   ``Content-Length`` before anything is read, or as soon as it streams past.
 - **UTF-8**: table names and keys travel percent-encoded in the path (and
@@ -33,10 +35,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ...errors import TooLarge
 from ..context import ServerContext
 from .problems import problem
+from .ui import UI_PREFIX
 
 __all__ = ["FrontMiddleware", "undecodable"]
 
 _OPEN_PATHS = frozenset(("/health",))
+
+
+def _open(path: str) -> bool:
+    """Whether ``path`` is served without the password (probes, the console's files)."""
+    return path in _OPEN_PATHS or path == UI_PREFIX or path.startswith(UI_PREFIX + "/")
 
 
 def _authorized(header: bytes | None, password: str) -> bool:
@@ -117,7 +125,7 @@ class FrontMiddleware:
         secret = self.password() if self.password is not None else ""
         if (
             secret
-            and scope["path"] not in _OPEN_PATHS
+            and not _open(scope["path"])
             and not _authorized(headers.get(b"authorization"), secret)
         ):
             response = problem(
