@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,12 +11,9 @@ from typing import Any
 
 import pytest
 
-_PATH = Path(__file__).parent.parent / "server" / "conftest.py"
-_SPEC = importlib.util.spec_from_file_location("amber_tests_server_fixtures_cli", _PATH)
-assert _SPEC is not None and _SPEC.loader is not None
-_fixtures = importlib.util.module_from_spec(_SPEC)
-sys.modules[_SPEC.name] = _fixtures
-_SPEC.loader.exec_module(_fixtures)
+sys.path.insert(0, str(Path(__file__).parent.parent / "server"))
+
+import server_support as _fixtures
 
 
 @pytest.fixture(scope="module")
