@@ -6,11 +6,11 @@ live. ``publish`` runs on the applying thread (the group-commit leader), one
 batch at a time in revision order, so it must never block: it appends to the
 history and offers each matching watcher one non-blocking, bounded append.
 
-Cost per batch: the history keeps the store's change objects and packs the
-new values to estimate its size; an :class:`Event` is built only for a
-change that some live watcher matches (and shared by all of them, with its
-lazily computed diff). The fan-out is O(matching watchers), found through
-indexes:
+Cost per batch: the history keeps the store's change objects and sizes the
+new values' objects (``history.value_bytes``) to bound its memory; an
+:class:`Event` is built only for a change that some live watcher matches
+(and shared by all of them, with its lazily computed diff). The fan-out is
+O(matching watchers), found through indexes:
 
 - exact keys: ``table -> key -> watchers``;
 - prefixes: ``table -> prefix -> watchers``, probed once per distinct prefix
@@ -33,7 +33,7 @@ from ..errors import Closed, Compacted, Lagged
 from ..store.state import ApplyResult, Change
 from .dispatch import Dispatcher
 from .event import Event, event_of
-from .history import CHUNK_PREFIX, History, estimate_bytes, new_packer
+from .history import CHUNK_PREFIX, History, estimate_bytes
 from .watcher import Watcher, WatchFilter
 
 __all__ = ["WatchHub"]
@@ -122,7 +122,6 @@ class WatchHub:
         self._watchers = 0
         self._closed = False
         self._restoring: list[bytes | memoryview] = []
-        self._packer = new_packer()  # used under the lock only
         #: Runs callback watches (its thread starts with the first one).
         self.dispatcher = Dispatcher()
         #: Counters for stats.
@@ -155,7 +154,7 @@ class WatchHub:
                     "watch hub skipped revision %d, already at %d", revision, self._history.revision
                 )
                 return
-            self._history.append(revision, changes, estimate_bytes(changes, self._packer))
+            self._history.append(revision, changes, estimate_bytes(changes, self._history.floor))
             self.events += len(changes)
             if self._watchers:
                 if len(changes) == 1:
