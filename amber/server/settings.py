@@ -78,6 +78,12 @@ class ServeSettings:
     #: Seconds to let in-flight requests finish on SIGTERM/SIGINT.
     shutdown_timeout: float = 10.0
     log_level: str = "info"
+    #: Watch history kept in memory for watches that resume from a past
+    #: revision: at most this many bytes of Python objects (the events' keys,
+    #: values and bookkeeping) ...
+    history_bytes: int = 64 * 1024 * 1024
+    #: ... and at most this many revisions.
+    history_revisions: int = 100_000
     #: Cluster mode (all four below, or none): this node's id, ...
     node_id: str = ""
     #: ... its Raft port on ``bind`` ...
@@ -167,6 +173,8 @@ class ServeSettings:
             durability=self.durability,  # type: ignore[arg-type]
             interval_ms=self.interval_ms,
             limits=limits,
+            history_bytes=self.history_bytes,
+            history_revisions=self.history_revisions,
         )
 
     def redis_config(self) -> dict[str, str]:

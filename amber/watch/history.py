@@ -46,7 +46,7 @@ CHUNK_PREFIX: Final = b"\x94\xa1w"
 _KINDS: tuple[ChangeKind, ...] = ("put", "merge", "delete", "expire")
 _CODES: dict[str, int] = {kind: i * 4 for i, kind in enumerate(_KINDS)}
 _CHUNK_EVENTS = 4096
-#: What one change costs besides its key and values, measured on CPython 3.12:
+#: What one change costs besides its key and values, measured on CPython 3.11:
 #: the ``Change`` (72), its record tuple (80), the record's version int (32)
 #: and its slot in the revision's list (8).
 CHANGE_BYTES: Final = 192
