@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
@@ -55,6 +56,9 @@ from .watch import Event, Progress, Watch, open_watch
 if TYPE_CHECKING:
     from .replication.config import ClusterConfig
 
+#: Table handles ``Database.table`` keeps at hand (more are made again when asked).
+MAX_CACHED_HANDLES = 1024
+
 
 class Database:
     """An open database; create with ``amber.open``. A context manager."""
@@ -62,7 +66,11 @@ class Database:
     def __init__(self, node: Node) -> None:
         self._node = node
         self.config = node.config
+        #: Recently used handles, so ``table(name)`` is a dict lookup; bounded
+        #: (cleared past ``MAX_CACHED_HANDLES``) so made-up names cannot grow it.
         self._handles: dict[str, Table] = {}
+        #: Every handle still alive, whoever holds it: ``close`` ends them all.
+        self._live: weakref.WeakValueDictionary[str, Table] = weakref.WeakValueDictionary()
         self._handles_lock = threading.Lock()
         self._closed = False
 
@@ -147,10 +155,13 @@ class Database:
         if handle is None:
             name = check_table(name, self.config.limits)
             with self._handles_lock:
-                handle = self._handles.get(name)
+                handle = self._live.get(name)
                 if handle is None:
                     handle = Table(self, self._node.store.table_state(name))
-                    self._handles[name] = handle
+                    self._live[name] = handle
+                if len(self._handles) >= MAX_CACHED_HANDLES:
+                    self._handles.clear()
+                self._handles[name] = handle
         return handle
 
     def tables(self) -> list[str]:
@@ -417,11 +428,12 @@ class Database:
             return
         self._closed = True
         with self._handles_lock:
-            for handle in self._handles.values():
+            for handle in list(self._live.values()):
                 handle._rows = _CLOSED_ROWS
             # Handles point back here: forget them so the closed database is freed
             # at once (a handle the caller still holds keeps raising Closed).
             self._handles.clear()
+            self._live.clear()
         self._node.close()
 
 

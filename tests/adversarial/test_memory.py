@@ -91,6 +91,31 @@ def test_distinct_keys_written_and_deleted_keep_rss_flat(
     assert peak - warm < FLAT, f"RSS grew {(peak - warm) / MIB:.1f} MiB: {_table(samples)}"
 
 
+def test_distinct_tables_and_reads_of_made_up_ones_keep_rss_flat(
+    server_factory: SandboxedFactory,
+) -> None:
+    """Each ``prefix:`` is a table: its state went only when dropped with keys in it.
+
+    A GET of a key in a table that never existed kept a handle and a state
+    for good, and FLUSHALL (a drop of every table) skipped empty tables.
+    """
+    server = _server(server_factory)
+    client = server.redis()
+
+    def step(n: int) -> None:
+        pipe = client.pipeline(transaction=False)
+        for i in range(n * 200, (n + 1) * 200):
+            pipe.set(f"t{i}:k", "v")
+            pipe.delete(f"t{i}:k")
+            pipe.get(f"never{i}:k")
+        pipe.flushall()
+        pipe.execute()
+
+    warm, peak, samples = _rss_after(server, step, warm_up=40, steps=40)
+    assert client.dbsize() == 0
+    assert peak - warm < FLAT, f"RSS grew {(peak - warm) / MIB:.1f} MiB: {_table(samples)}"
+
+
 def test_many_short_connections_keep_rss_flat(server_factory: SandboxedFactory) -> None:
     """What a redis-py test run does: a connection per test, CLIENT, FLUSHALL, a few keys."""
     server = _server(server_factory)
