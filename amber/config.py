@@ -64,8 +64,11 @@ class Config:
     #: History carried inside each snapshot, so watches resume across a restart
     #: (kept small: it is decoded at every open).
     snapshot_history_bytes: int = 8 * 1024 * 1024
-    #: Events queued for one watcher before it is cut off with ``Lagged``.
+    #: Events queued for one watcher before it is cut off with ``Lagged`` ...
     watch_queue: int = 10_000
+    #: ... and the memory they may hold (as the history counts it): a queue
+    #: keeps its values alive after the history let them go.
+    watch_queue_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if self.durability not in DURABILITY_MODES:
@@ -82,6 +85,7 @@ class Config:
             "history_bytes",
             "snapshot_history_bytes",
             "watch_queue",
+            "watch_queue_bytes",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -372,7 +372,7 @@ class Database:
 
         Per watch, revisions strictly increase, a transaction's events arrive
         together, and no matching event is skipped. A slow watch never slows
-        writers: when its queue (``watch_queue`` events) overflows it ends
+        writers: when its queue (``watch_queue`` events or ``watch_queue_bytes``) overflows it ends
         with ``Lagged(last_revision)``; watch again from ``last_revision + 1``.
         Iterate with ``for``/``async for``, or ``watch.batches()`` for one
         ``EventBatch`` per revision; ``close()`` it (or use ``with``).

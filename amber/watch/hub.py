@@ -154,15 +154,16 @@ class WatchHub:
                     "watch hub skipped revision %d, already at %d", revision, self._history.revision
                 )
                 return
-            self._history.append(revision, changes, estimate_bytes(changes, self._history.floor))
+            size = estimate_bytes(changes, self._history.floor)
+            self._history.append(revision, changes, size)
             self.events += len(changes)
             if self._watchers:
                 if len(changes) == 1:
-                    self._fan_out_one(revision, changes[0])
+                    self._fan_out_one(revision, changes[0], size)
                 else:
-                    self._fan_out(revision, changes)
+                    self._fan_out(revision, changes, size)
 
-    def _fan_out_one(self, revision: int, change: Change) -> None:
+    def _fan_out_one(self, revision: int, change: Change, size: int) -> None:
         """``_fan_out`` for the common one-change batch.
 
         The hot path of a watched write, so it allocates only what it hands
@@ -173,35 +174,35 @@ class WatchHub:
         lagged: list[Watcher] | None = None
         index = self._tables.get(change.table)
         if index is not None:
-            size = len(key)
+            length = len(key)
             for n in index.lengths:
-                if n > size:
+                if n > length:
                     break
                 bucket = index.prefixes.get(key[:n])
                 if bucket:
                     if events is None:
                         events = (event_of(revision, change),)
                     for watcher in bucket:
-                        if not watcher.offer(revision, events):
+                        if not watcher.offer(revision, events, size):
                             lagged = [*(lagged or ()), watcher]
             bucket = index.keys.get(key)
             if bucket:
                 if events is None:
                     events = (event_of(revision, change),)
                 for watcher in bucket:
-                    if not watcher.offer(revision, events):
+                    if not watcher.offer(revision, events, size):
                         lagged = [*(lagged or ()), watcher]
         for watcher in self._everywhere:
             if watcher.filter.matches(change.table, key):
                 if events is None:
                     events = (event_of(revision, change),)
-                if not watcher.offer(revision, events):
+                if not watcher.offer(revision, events, size):
                     lagged = [*(lagged or ()), watcher]
         for watcher in lagged or ():
             self.lagged += 1
             self._unindex(watcher)
 
-    def _fan_out(self, revision: int, changes: list[Change]) -> None:
+    def _fan_out(self, revision: int, changes: list[Change], size: int) -> None:
         tables = self._tables
         everywhere = self._everywhere
         found: dict[Watcher, list[Event]] = {}
@@ -227,7 +228,9 @@ class WatchHub:
                     if event is None:
                         event = event_of(revision, change)
                     found.setdefault(watcher, []).append(event)
-        lagged = [w for w, mine in found.items() if not w.offer(revision, mine)]
+        # A watcher's share of the revision's size, by its events' count.
+        each = size // len(changes) + 1
+        lagged = [w for w, mine in found.items() if not w.offer(revision, mine, each * len(mine))]
         for watcher in lagged:
             self.lagged += 1
             self._unindex(watcher)
@@ -257,6 +260,7 @@ class WatchHub:
             watcher = Watcher(
                 filter,
                 limit=self.config.watch_queue,
+                limit_bytes=self.config.watch_queue_bytes,
                 min_revision=first,
                 prev_value=prev_value,
                 skip_noop=skip_noop,

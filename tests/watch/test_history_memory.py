@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 
 from amber.config import Config
+from amber.errors import Lagged
 from amber.model import freeze
 from amber.store.batch import Batch, Delete, Put
 from amber.store.state import Change, Store
-from amber.watch import WatchHub
+from amber.watch import WatchFilter, WatchHub
 from amber.watch.history import History, estimate_bytes
 
 
@@ -114,3 +115,26 @@ def test_the_hub_counts_a_delete_of_an_old_value_but_not_an_overwrite_chain() ->
     before = hub._history.bytes
     apply(Delete("t", "old"))  # only this change keeps the old value alive now
     assert hub._history.bytes - before > 100_000
+
+
+def test_a_watcher_queue_is_bounded_by_bytes_too() -> None:
+    """A queue keeps its values alive after the history lets them go: 10,000 of 16 MiB each."""
+    store = Store()
+    hub = WatchHub(Config(watch_queue_bytes=1_000_000))
+    watcher = hub.subscribe(WatchFilter("t"))
+
+    def put(key: str, value: Any) -> None:
+        with store.lock:
+            hub.publish(store.apply(store.applied_seq + 1, Batch((Put("t", key, value),), (), 1)))
+
+    for n in range(5):
+        put("k", "x" * 300_000 + str(n))  # 4 fit in 1 MB (the first always does)
+    assert watcher.ended
+    got = []
+    with pytest.raises(Lagged) as lagged:
+        while (batch := watcher.poll()) is not None:
+            got.append(batch.revision)
+    assert got == [1, 2, 3] and lagged.value.last_revision == 3
+    small = hub.subscribe(WatchFilter("t"), start_revision=4)  # resume: nothing lost
+    put("k", "small")
+    assert [b.revision for b in iter(small.poll, None)] == [4, 5, 6]
