@@ -59,10 +59,12 @@ class Config:
     ttl_sweep_ms: int = 1000
     #: Watch history window: at most this many revisions ...
     history_revisions: int = 100_000
-    #: ... and at most this many bytes of encoded events.
+    #: ... and at most this much memory held by its events: their keys, values
+    #: and bookkeeping as Python objects (``amber.watch.history.estimate_bytes``),
+    #: which take 3-20x their packed size. About 200k short writes by default.
     history_bytes: int = 64 * 1024 * 1024
     #: History carried inside each snapshot, so watches resume across a restart
-    #: (kept small: it is decoded at every open).
+    #: (kept small: it is decoded at every open; measured as ``history_bytes``).
     snapshot_history_bytes: int = 8 * 1024 * 1024
     #: Events queued for one watcher before it is cut off with ``Lagged`` ...
     watch_queue: int = 10_000
