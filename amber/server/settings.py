@@ -18,6 +18,7 @@ Example ``amber.toml``::
     requirepass = "s3cret"
     max_clients = 10000
     idle_timeout = 300
+    history_bytes = 67108864  # watch history in memory (64 MiB; resumes reach back this far)
 """
 
 from __future__ import annotations
