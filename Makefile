@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run cluster test lint typecheck unit bench soak chaos clean
+.PHONY: run cluster test lint typecheck unit bench soak soak-memory chaos clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ bench: $(STAMP)
 ## soak: the long runs (500 crash cycles, …)
 soak: $(STAMP)
 	AMBER_CRASH_CYCLES=500 $(PY) -m pytest -q -m slow
+
+## soak-memory: 1M overwrites of one key on a real server, RSS every 100k (flat once the history is full; 15 min at most)
+soak-memory: $(STAMP)
+	$(PY) tests/adversarial/soak_memory.py --writes 1000000 --every 100000 --max-seconds 900
 
 ## chaos: randomized fault-injection rounds for CHAOS_MINUTES (15); failing seeds kept in chaos-runs/
 CHAOS_MINUTES ?= 15

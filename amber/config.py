@@ -59,13 +59,18 @@ class Config:
     ttl_sweep_ms: int = 1000
     #: Watch history window: at most this many revisions ...
     history_revisions: int = 100_000
-    #: ... and at most this many bytes of encoded events.
+    #: ... and at most this much memory held by its events: their keys, values
+    #: and bookkeeping as Python objects (``amber.watch.history.estimate_bytes``),
+    #: which take 3-20x their packed size. About 200k short writes by default.
     history_bytes: int = 64 * 1024 * 1024
     #: History carried inside each snapshot, so watches resume across a restart
-    #: (kept small: it is decoded at every open).
+    #: (kept small: it is decoded at every open; measured as ``history_bytes``).
     snapshot_history_bytes: int = 8 * 1024 * 1024
-    #: Events queued for one watcher before it is cut off with ``Lagged``.
+    #: Events queued for one watcher before it is cut off with ``Lagged`` ...
     watch_queue: int = 10_000
+    #: ... and the memory they may hold (as the history counts it): a queue
+    #: keeps its values alive after the history let them go.
+    watch_queue_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if self.durability not in DURABILITY_MODES:
@@ -82,6 +87,7 @@ class Config:
             "history_bytes",
             "snapshot_history_bytes",
             "watch_queue",
+            "watch_queue_bytes",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

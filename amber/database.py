@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, cast, overload
 
@@ -57,6 +58,9 @@ from .watch import Event, Progress, Watch, open_watch
 if TYPE_CHECKING:
     from .replication.config import ClusterConfig
 
+#: Table handles ``Database.table`` keeps at hand (more are made again when asked).
+MAX_CACHED_HANDLES = 1024
+
 
 class Database:
     """An open database; create with ``amber.open``. A context manager."""
@@ -64,7 +68,11 @@ class Database:
     def __init__(self, node: Node) -> None:
         self._node = node
         self.config = node.config
+        #: Recently used handles, so ``table(name)`` is a dict lookup; bounded
+        #: (cleared past ``MAX_CACHED_HANDLES``) so made-up names cannot grow it.
         self._handles: dict[str, Table] = {}
+        #: Every handle still alive, whoever holds it: ``close`` ends them all.
+        self._live: weakref.WeakValueDictionary[str, Table] = weakref.WeakValueDictionary()
         self._handles_lock = threading.Lock()
         self._closed = False
 
@@ -149,10 +157,13 @@ class Database:
         if handle is None:
             name = check_table(name, self.config.limits)
             with self._handles_lock:
-                handle = self._handles.get(name)
+                handle = self._live.get(name)
                 if handle is None:
                     handle = Table(self, self._node.store.table_state(name))
-                    self._handles[name] = handle
+                    self._live[name] = handle
+                if len(self._handles) >= MAX_CACHED_HANDLES:
+                    self._handles.clear()
+                self._handles[name] = handle
         return handle
 
     def tables(self) -> list[str]:
@@ -379,7 +390,7 @@ class Database:
 
         Per watch, revisions strictly increase, a transaction's events arrive
         together, and no matching event is skipped. A slow watch never slows
-        writers: when its queue (``watch_queue`` events) overflows it ends
+        writers: when its queue (``watch_queue`` events or ``watch_queue_bytes``) overflows it ends
         with ``Lagged(last_revision)``; watch again from ``last_revision + 1``.
         Iterate with ``for``/``async for``, or ``watch.batches()`` for one
         ``EventBatch`` per revision; ``close()`` it (or use ``with``).
@@ -435,11 +446,12 @@ class Database:
             return
         self._closed = True
         with self._handles_lock:
-            for handle in self._handles.values():
+            for handle in list(self._live.values()):
                 handle._rows = _CLOSED_ROWS
             # Handles point back here: forget them so the closed database is freed
             # at once (a handle the caller still holds keeps raising Closed).
             self._handles.clear()
+            self._live.clear()
         self._node.close()
 
 

@@ -121,7 +121,7 @@ def _existed(result: ApplyResult) -> bool:
 class Table:
     """A handle on one table; cheap, cached by ``Database.table``."""
 
-    __slots__ = ("_db", "_rows", "_state", "name")
+    __slots__ = ("__weakref__", "_db", "_rows", "_state", "name")
 
     def __init__(self, db: Database, state: TableState) -> None:
         self._db = db

@@ -355,3 +355,19 @@ def test_a_closed_database_is_freed_without_waiting_for_the_gc(tmp_path: Path) -
     finally:
         if enabled:
             gc.enable()
+
+
+def test_table_handles_are_not_kept_per_name_but_all_end_at_close(tmp_path: Path) -> None:
+    """Issue #12.12: ``db.table(name)`` kept a handle (and a state) for every name ever asked."""
+    db = amber.open(tmp_path / "db")
+    held = db.table("held")
+    held.put("k", 1)
+    store = db._node.store
+    for i in range(5000):
+        assert db.table(f"made-up-{i}").get("k") is None
+    assert len(db._handles) <= amber.database.MAX_CACHED_HANDLES
+    assert len(store._tables) + len(store._detached) <= amber.database.MAX_CACHED_HANDLES + 1
+    assert db.table("held") is held and held.get("k") == 1
+    db.close()
+    with pytest.raises(Closed):
+        held.get("k")

@@ -24,6 +24,7 @@ Example ``amber.toml``::
     tls_key_file = "/etc/amber/server.key"
     tls_ca_cert_file = "/etc/amber/ca.crt"
     tls_auth_clients = "yes"  # yes | optional | no, as Redis' tls-auth-clients
+    history_bytes = 67108864  # watch history in memory (64 MiB; resumes reach back this far)
 """
 
 from __future__ import annotations
@@ -99,6 +100,12 @@ class ServeSettings:
     #: Seconds to let in-flight requests finish on SIGTERM/SIGINT.
     shutdown_timeout: float = 10.0
     log_level: str = "info"
+    #: Watch history kept in memory for watches that resume from a past
+    #: revision: at most this many bytes of Python objects (the events' keys,
+    #: values and bookkeeping) ...
+    history_bytes: int = 64 * 1024 * 1024
+    #: ... and at most this many revisions.
+    history_revisions: int = 100_000
     #: Cluster mode (all four below, or none): this node's id, ...
     node_id: str = ""
     #: ... its Raft port on ``raft_bind`` ...
@@ -191,6 +198,8 @@ class ServeSettings:
             durability=self.durability,  # type: ignore[arg-type]
             interval_ms=self.interval_ms,
             limits=limits,
+            history_bytes=self.history_bytes,
+            history_revisions=self.history_revisions,
         )
 
     def redis_config(self) -> dict[str, str]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import heapq
 import operator
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final, Literal, NamedTuple, TypeAlias, cast
@@ -53,9 +54,13 @@ _CHUNK_ROWS = 2048
 
 
 class TableState:
-    """One table's rows (a dict, for reads) and key order (for scans)."""
+    """One table's rows (a dict, for reads) and key order (for scans).
 
-    __slots__ = ("exists", "keys", "name", "rows", "ttl_keys")
+    The store holds it strongly only while the table exists; a dropped or
+    never-written table's state lives only as long as a handle holds it.
+    """
+
+    __slots__ = ("__weakref__", "exists", "keys", "name", "rows", "ttl_keys")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -248,7 +253,15 @@ class Store:
         self.revision = 0
         #: The log sequence number of the last batch applied.
         self.applied_seq = 0
+        #: The tables that exist (written and not dropped since).
         self._tables: dict[str, TableState] = {}
+        #: States of other tables that a handle still holds, so that a write
+        #: creating the table fills the handle's object. Without this split
+        #: every name ever read or dropped kept ~1 KB (a GET of a made-up
+        #: table's key was enough).
+        self._detached: weakref.WeakValueDictionary[str, TableState] = weakref.WeakValueDictionary()
+        #: Guards moves between the two maps (``table_state`` runs without ``lock``).
+        self._states_lock = threading.Lock()
         #: ``(expires_at, table, key, mod_revision)``; stale entries are skipped.
         self._expiry: list[tuple[int, str, str, int]] = []
         self._ttl_records = 0
@@ -258,12 +271,35 @@ class Store:
     def table_state(self, name: str) -> TableState:
         """The state object for ``name``, created (not existing) on first ask.
 
-        Handles keep this object for their lifetime: a drop clears it in place.
+        Handles keep this object for their lifetime: a drop clears it in place,
+        and a later write fills the same object. The store keeps it only while
+        the table exists, so the caller's reference is what keeps it otherwise.
         """
         state = self._tables.get(name)
+        if state is not None:
+            return state
+        with self._states_lock:
+            state = self._tables.get(name) or self._detached.get(name)
+            if state is None:
+                state = TableState(name)
+                self._detached[name] = state
+            return state
+
+    def _adopt(self, name: str) -> TableState:
+        """The state of a table being written: kept by the store from now on."""
+        state = self._tables.get(name)
         if state is None:
-            state = self._tables.setdefault(name, TableState(name))
+            with self._states_lock:
+                state = self._detached.pop(name, None) or TableState(name)
+                self._tables[name] = state
         return state
+
+    def _detach(self, state: TableState) -> None:
+        """Stop keeping an emptied, dropped table's state (a handle may still hold it)."""
+        with self._states_lock:
+            if self._tables.get(state.name) is state:
+                del self._tables[state.name]
+                self._detached[state.name] = state
 
     def tables(self) -> list[str]:
         """Names of the tables that exist, sorted."""
@@ -296,6 +332,8 @@ class Store:
         if staging.changes:
             self._commit(staging)
             self.revision = revision
+        elif staging.cleared:
+            self._drop_empty(staging.cleared)
         return ApplyResult(seq, self.revision, staging.changes, outcomes)
 
     def _stage(self, staging: _Staging, op: Op, revision: int, now: int) -> Record | Updated | None:
@@ -368,15 +406,36 @@ class Store:
         staging.stage(op.table, op.key, "put", record, prev)
         return Updated(record, result, None)
 
+    def _drop_empty(self, names: set[str]) -> None:
+        """Drop tables that hold no keys: no key changes, so no revision and no event.
+
+        Before, such a drop did nothing and the table stayed listed and held
+        forever: a redis-py run's ``FLUSHALL`` after ``DEL`` of a prefix's
+        last key kept one state per prefix.
+        """
+        for name in names:
+            state = self._tables.get(name)
+            if state is not None and not state.rows:
+                state.exists = False
+                self._detach(state)
+
     def _commit(self, staging: _Staging) -> None:
+        tables = self._tables
         for name in staging.cleared:
-            state = self.table_state(name)
-            self._ttl_records -= state.ttl_keys
-            state.rows.clear()
-            state.keys.clear()
-            state.ttl_keys = 0
+            cleared = tables.get(name)
+            if cleared is None:
+                continue
+            self._ttl_records -= cleared.ttl_keys
+            cleared.rows.clear()
+            cleared.keys.clear()
+            cleared.ttl_keys = 0
         for (name, key), record in staging.records.items():
-            state = self.table_state(name)
+            found = tables.get(name)
+            if found is None:
+                if record is None:
+                    continue  # nothing to delete in a table that does not exist
+                found = self._adopt(name)
+            state = found
             old = state.rows.get(key)
             if old is not None and old[EXPIRES] is not None:
                 state.ttl_keys -= 1
@@ -395,7 +454,14 @@ class Store:
                 self._ttl_records += 1
                 heapq.heappush(self._expiry, (expires, name, key, record[MOD]))
         for name, exists in staging.exists.items():
-            self.table_state(name).exists = exists
+            if exists:
+                self._adopt(name).exists = True
+            else:
+                dropped = tables.get(name)
+                if dropped is not None:
+                    dropped.exists = False
+                    if not dropped.rows:
+                        self._detach(dropped)
 
     # -- TTL ------------------------------------------------------------
 
@@ -559,14 +625,14 @@ class Store:
         self.applied_seq = seq
         self.revision = header[3]
         for name in header[4]:
-            self.table_state(name).exists = True
+            self._adopt(name).exists = True
         pending: dict[str, list[str]] = {}
         for chunk in chunks:
             body = unpack(chunk)
             if body[0] != "t":
                 continue  # a kind a later issue adds (e.g. watch history); skip here
             _, name, keys, values, meta = body
-            state = self.table_state(name)
+            state = self._adopt(name)
             rows = state.rows
             for i, key in enumerate(keys):
                 j = 4 * i
@@ -577,7 +643,7 @@ class Store:
                     self._ttl_records += 1
             pending.setdefault(name, []).extend(keys)
         for name, keys in pending.items():
-            self.table_state(name).keys = SortedList(keys)
+            self._adopt(name).keys = SortedList(keys)
         self._rebuild_expiry()
 
     def reset(self) -> None:
@@ -586,11 +652,12 @@ class Store:
         Before a replica installs a leader's snapshot. Table handles keep
         their ``TableState`` objects, so those are emptied, not replaced.
         """
-        for state in self._tables.values():
+        for state in list(self._tables.values()):
             state.rows.clear()
             state.keys = SortedList()
             state.exists = False
             state.ttl_keys = 0
+            self._detach(state)
         self.revision = 0
         self.applied_seq = 0
         self._expiry = []

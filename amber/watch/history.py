@@ -1,8 +1,11 @@
 """The history window: the last revisions' events, bounded, and its snapshot form.
 
 The window keeps whole revisions, oldest first, at most ``max_revisions`` of
-them and about ``max_bytes`` (estimated from the packed size of the new
-values, the bulk of an event). It keeps the store's own ``Change`` objects,
+them and at most ``max_bytes`` of the memory they hold (``estimate_bytes``:
+the Python objects themselves, not their packed size, which is a third to a
+twentieth of it). Trimmed revisions are released for good once their bytes
+reach an eighth of ``max_bytes`` (or 4096 of them), so the window never holds
+more than ``max_bytes * 9 / 8``. It keeps the store's own ``Change`` objects,
 which hold the immutable records: publishing allocates nothing per change,
 and events are built only for the watchers that read them. ``floor`` is the oldest revision it can
 still serve: every event with a revision ``>= floor`` is in the window, and
@@ -30,9 +33,8 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from sys import getsizeof
 from typing import Any, Final
-
-import msgpack
 
 from ..errors import Corrupted
 from ..model import pack, unpack
@@ -44,10 +46,17 @@ CHUNK_PREFIX: Final = b"\x94\xa1w"
 _KINDS: tuple[ChangeKind, ...] = ("put", "merge", "delete", "expire")
 _CODES: dict[str, int] = {kind: i * 4 for i, kind in enumerate(_KINDS)}
 _CHUNK_EVENTS = 4096
-#: Rough per-event overhead (the objects and the key) for the byte estimate.
-_EVENT_BYTES = 96
-#: Compact the backing list once this many trimmed entries sit in front.
+#: What one change costs besides its key and values, measured on CPython 3.11:
+#: the ``Change`` (72), its record tuple (80), the record's version int (32)
+#: and its slot in the revision's list (8).
+CHANGE_BYTES: Final = 192
+#: What one revision costs besides its changes: its list of changes (56), the
+#: revision and size ints (2 * 32) and its slots in the three backing lists (24).
+ENTRY_BYTES: Final = 144
+#: Compact the backing lists once this many trimmed entries sit in front ...
 _COMPACT = 4096
+#: ... or once trimmed entries still held there reach this share of ``max_bytes``.
+_DEAD_SHARE = 8
 
 #: ``(revision, changes)``; never changed once appended.
 Entry = tuple[int, Sequence[Change]]
@@ -71,23 +80,47 @@ def _record(value: Any) -> Record:
     return (value, 0, 0, 0, None)
 
 
-def estimate_bytes(changes: Sequence[Change], packer: Any) -> int:
-    """Roughly what an entry holds: its new values packed, plus a fixed overhead.
+def value_bytes(value: Any) -> int:
+    """The memory a stored value holds: every object in it, as ``sys.getsizeof`` says.
 
-    The previous values are not counted: in a window they are mostly the
-    value of the key's previous change, one shared object.
+    A packed size would undercount: ``{"a": 1.5}`` packs to 12 bytes and
+    takes about 260 as Python objects. Objects shared with other values are
+    counted in each, so this errs high, never low.
     """
-    total = 0
+    kind = type(value)
+    if kind is str:
+        return getsizeof(value)
+    if value is None or kind is bool:
+        return 0  # singletons
+    if isinstance(value, dict):
+        total = getsizeof(value)
+        for key, item in value.items():
+            total += getsizeof(key) + value_bytes(item)
+        return total
+    if isinstance(value, list | tuple):
+        return getsizeof(value) + sum(value_bytes(item) for item in value)
+    return getsizeof(value)
+
+
+def estimate_bytes(changes: Sequence[Change], floor: int = 0) -> int:
+    """The memory one revision's entry keeps alive in the window (see ``value_bytes``).
+
+    A change's previous record is counted only when it is not the record of
+    a change still in the window (its ``mod_revision`` is below ``floor``):
+    an overwrite's ``prev`` is mostly the key's previous change, one shared
+    object, while a delete of a key written long ago keeps that old value
+    alive here alone.
+    """
+    total = ENTRY_BYTES
     for change in changes:
-        total += _EVENT_BYTES + len(change.key)
-        if change.record is not None:
-            total += len(packer.pack(change.record[0]))
+        total += CHANGE_BYTES + getsizeof(change.key)
+        record = change.record
+        if record is not None:
+            total += value_bytes(record[0])
+        prev = change.prev
+        if prev is not None and prev[2] < floor:
+            total += value_bytes(prev[0])
     return total
-
-
-def new_packer() -> Any:
-    """A msgpack packer for ``estimate_bytes`` (one per thread that estimates)."""
-    return msgpack.Packer(use_bin_type=True, use_single_float=False, datetime=False)
 
 
 class History:
@@ -105,6 +138,8 @@ class History:
         self._sizes: list[int] = []
         self._head = 0
         self.bytes = 0
+        #: Bytes of the trimmed entries still in front of ``_head``.
+        self.dead_bytes = 0
         self.floor = 1
         #: The last revision appended (or restored).
         self.revision = 0
@@ -115,7 +150,7 @@ class History:
     def reset(self, revision: int, floor: int | None = None) -> None:
         """Empty the window at ``revision``; it serves from ``floor`` (default: next)."""
         self._revisions, self._changes, self._sizes = [], [], []
-        self._head, self.bytes = 0, 0
+        self._head, self.bytes, self.dead_bytes = 0, 0, 0
         self.revision = revision
         self.floor = revision + 1 if floor is None else floor
 
@@ -137,14 +172,21 @@ class History:
             len(revisions) - head > self.max_revisions or self.bytes > self.max_bytes
         ):
             self.bytes -= sizes[head]
+            self.dead_bytes += sizes[head]
             self.floor = revisions[head] + 1
             head += 1
-        if head >= _COMPACT and head * 2 >= len(revisions):
+        # Trimmed entries stay referenced until the lists are compacted, so
+        # compact by their bytes too: a coalesced revision holds up to 512
+        # changes, and 4096 of those are 2M changes (~600 MB) kept for nothing.
+        if (head >= _COMPACT and head * 2 >= len(revisions)) or (
+            head and self.dead_bytes * _DEAD_SHARE >= self.max_bytes
+        ):
             # New lists, never an in-place delete: replays may hold the old ones.
             self._revisions = revisions[head:]
             self._changes = self._changes[head:]
             self._sizes = sizes[head:]
             head = 0
+            self.dead_bytes = 0
         self._head = head
 
     def since(self, revision: int) -> Slice:
@@ -200,7 +242,6 @@ class History:
         if not chunks:
             return None
         decoder = _Decoder()
-        packer = new_packer()
         floor = None
         try:
             for chunk in chunks:
@@ -215,7 +256,8 @@ class History:
                     revision_, changes = decoder.entry(raw)
                     self._revisions.append(revision_)
                     self._changes.append(changes)
-                    self._sizes.append(estimate_bytes(changes, packer))
+                    # Decoded records carry no revisions: prevs are not counted.
+                    self._sizes.append(estimate_bytes(changes))
         except (Corrupted, IndexError, TypeError, ValueError, KeyError) as exc:
             self.reset(revision)
             return f"watch history in the snapshot is unreadable ({exc}); starting it anew"

@@ -6,11 +6,11 @@ live. ``publish`` runs on the applying thread (the group-commit leader), one
 batch at a time in revision order, so it must never block: it appends to the
 history and offers each matching watcher one non-blocking, bounded append.
 
-Cost per batch: the history keeps the store's change objects and packs the
-new values to estimate its size; an :class:`Event` is built only for a
-change that some live watcher matches (and shared by all of them, with its
-lazily computed diff). The fan-out is O(matching watchers), found through
-indexes:
+Cost per batch: the history keeps the store's change objects and sizes the
+new values' objects (``history.value_bytes``) to bound its memory; an
+:class:`Event` is built only for a change that some live watcher matches
+(and shared by all of them, with its lazily computed diff). The fan-out is
+O(matching watchers), found through indexes:
 
 - exact keys: ``table -> key -> watchers``;
 - prefixes: ``table -> prefix -> watchers``, probed once per distinct prefix
@@ -33,7 +33,7 @@ from ..errors import Closed, Compacted, Lagged
 from ..store.state import ApplyResult, Change
 from .dispatch import Dispatcher
 from .event import Event, event_of
-from .history import CHUNK_PREFIX, History, estimate_bytes, new_packer
+from .history import CHUNK_PREFIX, History, estimate_bytes
 from .watcher import Watcher, WatchFilter
 
 __all__ = ["WatchHub"]
@@ -122,7 +122,6 @@ class WatchHub:
         self._watchers = 0
         self._closed = False
         self._restoring: list[bytes | memoryview] = []
-        self._packer = new_packer()  # used under the lock only
         #: Runs callback watches (its thread starts with the first one).
         self.dispatcher = Dispatcher()
         #: Counters for stats.
@@ -155,15 +154,16 @@ class WatchHub:
                     "watch hub skipped revision %d, already at %d", revision, self._history.revision
                 )
                 return
-            self._history.append(revision, changes, estimate_bytes(changes, self._packer))
+            size = estimate_bytes(changes, self._history.floor)
+            self._history.append(revision, changes, size)
             self.events += len(changes)
             if self._watchers:
                 if len(changes) == 1:
-                    self._fan_out_one(revision, changes[0])
+                    self._fan_out_one(revision, changes[0], size)
                 else:
-                    self._fan_out(revision, changes)
+                    self._fan_out(revision, changes, size)
 
-    def _fan_out_one(self, revision: int, change: Change) -> None:
+    def _fan_out_one(self, revision: int, change: Change, size: int) -> None:
         """``_fan_out`` for the common one-change batch.
 
         The hot path of a watched write, so it allocates only what it hands
@@ -174,35 +174,35 @@ class WatchHub:
         lagged: list[Watcher] | None = None
         index = self._tables.get(change.table)
         if index is not None:
-            size = len(key)
+            length = len(key)
             for n in index.lengths:
-                if n > size:
+                if n > length:
                     break
                 bucket = index.prefixes.get(key[:n])
                 if bucket:
                     if events is None:
                         events = (event_of(revision, change),)
                     for watcher in bucket:
-                        if not watcher.offer(revision, events):
+                        if not watcher.offer(revision, events, size):
                             lagged = [*(lagged or ()), watcher]
             bucket = index.keys.get(key)
             if bucket:
                 if events is None:
                     events = (event_of(revision, change),)
                 for watcher in bucket:
-                    if not watcher.offer(revision, events):
+                    if not watcher.offer(revision, events, size):
                         lagged = [*(lagged or ()), watcher]
         for watcher in self._everywhere:
             if watcher.filter.matches(change.table, key):
                 if events is None:
                     events = (event_of(revision, change),)
-                if not watcher.offer(revision, events):
+                if not watcher.offer(revision, events, size):
                     lagged = [*(lagged or ()), watcher]
         for watcher in lagged or ():
             self.lagged += 1
             self._unindex(watcher)
 
-    def _fan_out(self, revision: int, changes: list[Change]) -> None:
+    def _fan_out(self, revision: int, changes: list[Change], size: int) -> None:
         tables = self._tables
         everywhere = self._everywhere
         found: dict[Watcher, list[Event]] = {}
@@ -228,7 +228,9 @@ class WatchHub:
                     if event is None:
                         event = event_of(revision, change)
                     found.setdefault(watcher, []).append(event)
-        lagged = [w for w, mine in found.items() if not w.offer(revision, mine)]
+        # A watcher's share of the revision's size, by its events' count.
+        each = size // len(changes) + 1
+        lagged = [w for w, mine in found.items() if not w.offer(revision, mine, each * len(mine))]
         for watcher in lagged:
             self.lagged += 1
             self._unindex(watcher)
@@ -258,6 +260,7 @@ class WatchHub:
             watcher = Watcher(
                 filter,
                 limit=self.config.watch_queue,
+                limit_bytes=self.config.watch_queue_bytes,
                 min_revision=first,
                 prev_value=prev_value,
                 skip_noop=skip_noop,

@@ -101,7 +101,7 @@ class Watch(Generic[T]):
     - no matching event is skipped or repeated: history from
       ``start_revision`` comes first, then live events, with no gap between;
     - the watch never slows writers: if its queue (``Config.watch_queue``
-      events) overflows, it delivers what was queued and then raises
+      events or ``Config.watch_queue_bytes``) overflows, it delivers what was queued and then raises
       ``Lagged(last_revision)``; watch again from ``last_revision + 1``;
     - closing the database ends it with ``Closed`` after what was queued;
       ``close()`` ends it quietly (iteration stops).

@@ -10,7 +10,8 @@ Order of delivery: the history slice taken at subscription, then the live
 queue. The hub takes the slice and registers the watcher atomically with
 respect to publishing, so the two meet without a gap or a duplicate.
 
-Overflow: a revision that would push the queue past ``limit`` events is
+Overflow: a revision that would push the queue past ``limit`` events (or
+``limit_bytes`` of the memory they hold, as the history counts it) is
 refused whole (unless the queue is empty, so one huge transaction still gets
 through), the watcher ends with ``Lagged(revision - 1)`` and the consumer
 receives everything queued before the cut, then the error. Every revision
@@ -58,11 +59,14 @@ class Watcher:
         "_lock",
         "_queue",
         "_queued",
+        "_queued_bytes",
         "_replay",
         "_replay_at",
+        "_sizes",
         "_wake",
         "filter",
         "limit",
+        "limit_bytes",
         "min_revision",
         "prev_value",
         "skip_noop",
@@ -73,12 +77,14 @@ class Watcher:
         filter: WatchFilter,
         *,
         limit: int,
+        limit_bytes: int | None = None,
         min_revision: int = 1,
         prev_value: bool = True,
         skip_noop: bool = False,
     ) -> None:
         self.filter = filter
         self.limit = limit
+        self.limit_bytes = limit_bytes
         #: Revisions below this one are neither replayed nor queued.
         self.min_revision = min_revision
         self.prev_value = prev_value
@@ -87,6 +93,9 @@ class Watcher:
         #: One entry per revision; its revision is that of its (first) event.
         self._queue: deque[Sequence[Event]] = deque()
         self._queued = 0
+        #: The queued revisions' sizes, in step with ``_queue``.
+        self._sizes: deque[int] = deque()
+        self._queued_bytes = 0
         self._replay = EMPTY
         self._replay_at = 0
         self._end: AmberError | None = None
@@ -98,23 +107,30 @@ class Watcher:
 
     # -- publisher side (the hub's lock is held) --------------------------------
 
-    def offer(self, revision: int, events: Sequence[Event]) -> bool:
+    def offer(self, revision: int, events: Sequence[Event], size: int = 0) -> bool:
         """Queue one revision's matching events; False if that overflowed the watcher.
 
         ``events`` (never empty) is kept as given, not copied: the hub shares
-        one tuple among all the watchers of a one-change revision.
+        one tuple among all the watchers of a one-change revision. ``size`` is
+        the memory they hold, for ``limit_bytes``.
         """
         if revision < self.min_revision:
             return True
         with self._lock:
             if self._end is not None:
                 return True
-            if self._queued and self._queued + len(events) > self.limit:
+            limit_bytes = self.limit_bytes
+            if self._queued and (
+                self._queued + len(events) > self.limit
+                or (limit_bytes is not None and self._queued_bytes + size > limit_bytes)
+            ):
                 self._end = Lagged(revision - 1)
                 ok = False
             else:
                 self._queue.append(events)
+                self._sizes.append(size)
                 self._queued += len(events)
+                self._queued_bytes += size
                 ok = True
             wake, self._wake = self._wake, None
         if wake is not None:
@@ -169,6 +185,7 @@ class Watcher:
                     return None
                 queued = self._queue.popleft()
                 self._queued -= len(queued)
+                self._queued_bytes -= self._sizes.popleft()
             batch = self._shape(queued[0].revision, queued)
             if batch is not None:
                 return batch

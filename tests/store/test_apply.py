@@ -213,3 +213,21 @@ def test_image_round_trip() -> None:
         assert copy.table_state(name).rows == store.table_state(name).rows
         assert list(copy.table_state(name).keys) == list(store.table_state(name).keys)
     assert copy.due_expirations(10**12) == [Expire("t", "b", 1)]
+
+
+def test_a_table_state_lives_only_while_the_table_exists_or_a_handle_holds_it() -> None:
+    """Issue #12.12: every name ever read or dropped kept a state (~1 KB) for good."""
+    store = Store()
+    held = store.table_state("kept")  # a handle's state, before the table exists
+    assert store.table_state("kept") is held and store.tables() == []
+    store.table_state("made-up")  # a read of a table nobody holds on to
+    run(store, Put("kept", "a", 1), Put("other", "a", 1))
+    assert held.rows == {"a": (1, 1, 1, 1, None)}  # the write filled the held state
+    run(store, Delete("kept", "a"), Delete("other", "a"))
+    assert store.tables() == ["kept", "other"]  # empty tables still exist ...
+    empty = run(store, DropTable("kept"), DropTable("other"))
+    assert store.tables() == [] and empty.changes == []  # ... until dropped: no revision
+    assert empty.revision == 2
+    assert set(store._tables) == set() and set(store._detached) == {"kept"}
+    run(store, Put("kept", "b", 2))
+    assert store.table_state("kept") is held and held.rows["b"][0] == 2

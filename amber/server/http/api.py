@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Query
 
-from ...database import Table
+from ...database import MAX_CACHED_HANDLES, Table
 from ...model import check_table
 from ..context import ServerContext
 
@@ -44,6 +44,8 @@ class HttpApi:
                 # Still validate, so a bad name answers 400, not 404.
                 check_table(name, self.ctx.db.config.limits)
                 return None
+            if len(self._handles) >= MAX_CACHED_HANDLES:
+                self._handles.clear()  # dropped tables' handles must not pile up
             handle = self._handles[name] = self.ctx.db.table(name)
         return handle
 
