@@ -132,7 +132,7 @@ def serve(  # noqa: PLR0917  (typer maps each option to a parameter)
     them durably; reads are linearizable unless a client asks for stale ones.
     """
     # Imported here so that `amber --help` stays fast.
-    from amber.server.server import run  # noqa: PLC0415
+    from amber.server.server import PortInUse, run  # noqa: PLC0415
     from amber.server.settings import load_settings  # noqa: PLC0415
 
     flags = {
@@ -167,6 +167,8 @@ def serve(  # noqa: PLR0917  (typer maps each option to a parameter)
         code = run(settings)
     except AmberError as exc:
         fail(f"{type(exc).__name__}: {exc}")
+    except PortInUse as exc:
+        fail(exc.strerror or str(exc))
     except OSError as exc:
         fail(f"cannot listen: {exc}")
     raise typer.Exit(code)
