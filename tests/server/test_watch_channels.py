@@ -122,6 +122,28 @@ def _messages_raw(pubsub: Any, count: int) -> list[dict[str, Any]]:
     return out
 
 
+def test_unsubscribe_all_and_reset_stop_watch_channels(
+    amber_server: ServerProcess, sockets: list[socket.socket]
+) -> None:
+    conn = hiredis_connection(amber_server, sockets)
+    assert conn("SUBSCRIBE", "__amber_watch__:wc5:*", "plain", replies=2) == [
+        [b"subscribe", b"__amber_watch__:wc5:*", 1],
+        [b"subscribe", b"plain", 2],
+    ]
+    assert conn("PSUBSCRIBE", "__amber_watch__:wc5:a*") == [
+        b"psubscribe",
+        b"__amber_watch__:wc5:a*",
+        3,
+    ]
+    assert conn("UNSUBSCRIBE", replies=2) == [
+        [b"unsubscribe", b"__amber_watch__:wc5:*", 2],
+        [b"unsubscribe", b"plain", 1],
+    ]
+    assert conn("RESET") == b"RESET"
+    amber_server.redis().execute_command("JSON.SET", "wc5:a", "$", "1")
+    assert conn("PING") == b"PONG"  # not subscribed, and no message came before the reply
+
+
 @pytest.mark.parametrize(
     "channel",
     [
@@ -158,15 +180,19 @@ def hiredis_connection(server: ServerProcess, sockets: list[socket.socket]) -> A
     sockets.append(sock)
     reader = hiredis.Reader()
 
-    def call(*args: str) -> Any:
+    def call(*args: str, replies: int = 1) -> Any:
+        """One reply, or a list of ``replies`` replies."""
         parts = [f"*{len(args)}\r\n".encode()]
         for arg in args:
             data = arg.encode()
             parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
         sock.sendall(b"".join(parts))
-        while (reply := reader.gets()) is False:
-            reader.feed(sock.recv(65536))
-        return reply
+        out = []
+        for _ in range(replies):
+            while (reply := reader.gets()) is False:
+                reader.feed(sock.recv(65536))
+            out.append(reply)
+        return out if replies > 1 else out[0]
 
     return call
 

@@ -28,7 +28,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ...errors import AmberError, Compacted, Lagged
+from ...errors import AmberError, Closed, Compacted, Lagged
 from ...watch import Event
 from .keys import join_key
 from .registry import CommandError
@@ -135,7 +135,7 @@ async def _pump(session: Session, name: bytes, pattern: bool, spec: bytes, watch
     ended: BaseException
     try:
         await drain_watch(session, watch, deliver)
-        ended = AmberError("the watch ended")
+        ended = Closed("the watch was closed")
     except asyncio.CancelledError:
         raise
     except AmberError as exc:
