@@ -1,6 +1,7 @@
 """``make run`` until the server exists: open a folder, write, read back, print.
 
 Run twice: the second run finds the first run's writes (durability at work).
+Usage: ``python -m amber.demo [DIR]`` (DIR: ./data by default).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import sys
 
 import amber
+from amber.errors import AmberError, Locked
 
 
 def main(path: str) -> None:
@@ -26,5 +28,24 @@ def main(path: str) -> None:
         print(f"first adults: {[k for k, _ in adults.items]} (more: {adults.more})")
 
 
+def run(argv: list[str]) -> int:
+    """The exit code; a folder in use or damaged is a one-line message, not a traceback."""
+    path = argv[0] if argv else "data"
+    try:
+        main(path)
+    except Locked:
+        print(
+            f"error: the data folder {path!r} is in use by another process (a running "
+            "amber serve or make run?): stop it, or give another folder: "
+            "python -m amber.demo DIR",
+            file=sys.stderr,
+        )
+        return 1
+    except AmberError as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "data")
+    sys.exit(run(sys.argv[1:]))

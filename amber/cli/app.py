@@ -8,10 +8,12 @@ message and exit code 1 through ``fail``, never a traceback.
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+
+from amber import __version__
 
 app = typer.Typer(
     name="amber",
@@ -19,9 +21,14 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Help texts are plain text; brackets such as [default: …] must be escaped.
+    rich_markup_mode="rich",
+    # Inherited by every command and group: -h everywhere, as --help.
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
-console = Console()
-errors = Console(stderr=True)
+# soft_wrap: a message is one line however narrow the terminal (no break mid-sentence).
+console = Console(soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -30,6 +37,23 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"amber {__version__}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
     """Amber: a persistent, replicated document key-value database."""

@@ -32,7 +32,11 @@ from .app import app, console, errors, fail
 
 @contextmanager
 def _bar(what: str, show: bool = True) -> Iterator[Callable[[int, int], None]]:
-    """A rich progress bar (on stderr) fed by ``(done, total)`` calls."""
+    """A rich progress bar (on stderr) fed by (done, total) calls.
+
+    Drawn from the first call on, not before: an error found at once (a
+    locked folder, a missing file) is printed alone, without an empty bar.
+    """
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -44,12 +48,20 @@ def _bar(what: str, show: bool = True) -> Iterator[Callable[[int, int], None]]:
         transient=False,
     )
     task = progress.add_task(what, total=None)
+    started = False
 
     def update(done: int, total: int) -> None:
+        nonlocal started
+        if not started:
+            started = True
+            progress.start()
         progress.update(task, completed=done, total=total or None)
 
-    with progress:
+    try:
         yield update
+    finally:
+        if started:
+            progress.stop()
 
 
 def _explain(exc: AmberError, source: str) -> str:
@@ -69,7 +81,7 @@ def backup(
     """Write SOURCE's state at one revision to DEST (a file or an s3:// object).
 
     SOURCE is a data folder or backend URL not open elsewhere, or the
-    redis:// URL of a running `amber serve`: the server then backs itself up
+    redis:// URL of a running amber serve: the server then backs itself up
     online (AMBER.BACKUP) and DEST is a file name inside the server's backup
     folder (--backup-dir, default DATA/backups) or an s3:// object under its
     --backup-s3. DEST is replaced atomically.

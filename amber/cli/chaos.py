@@ -43,7 +43,7 @@ def chaos(  # noqa: PLR0917 - typer maps parameters to options
 ) -> None:
     """Run a real cluster under faults, then check what its clients saw.
 
-    Starts NODES `amber serve` processes on loopback, runs read / write /
+    Starts NODES amber serve processes on loopback, runs read / write /
     compare-and-set clients on KEYS registers plus a set-add workload, and
     one watch per node, while the nemesis kills (SIGKILL + restart), pauses
     (SIGSTOP/SIGCONT), partitions (per-link TCP proxies) and removes and
@@ -54,11 +54,11 @@ def chaos(  # noqa: PLR0917 - typer maps parameters to options
     final state). Writes OUT/history.jsonl, OUT/report.json, OUT/watch.json
     and OUT/timeline.png.
 
-    `--nodes 1 --nemesis crash` runs one plain (non-cluster) server instead,
+    With --nodes 1 --nemesis crash it runs one plain (non-cluster) server instead,
     through a test hook (AMBER_TEST_VOLATILE_FILES=1, not a user setting)
     that keeps its un-fsynced log bytes in memory, and SIGKILLs and restarts
-    it: each kill loses what a power cut would. With `--durability always`
-    no acknowledged write may be lost; with `never` losses are expected and
+    it: each kill loses what a power cut would. With --durability always
+    no acknowledged write may be lost; with never, losses are expected and
     reported.
 
     Exit code: 0 valid, 1 a violation was found, 2 unknown (the

@@ -35,10 +35,10 @@ def up(
         float, typer.Option(help="Stop after this many seconds (0: until Ctrl-C).")
     ] = 0.0,
 ) -> None:
-    """Start a local cluster of real `amber serve` processes; Ctrl-C stops them all.
+    """Start a local cluster of real amber serve processes; Ctrl-C stops them all.
 
     The nodes share a random secret kept in DATA/cluster.secret and keep
-    their data in DATA/n1, DATA/n2, ... so a second `up` resumes the cluster.
+    their data in DATA/n1, DATA/n2, ... so a second up resumes the cluster.
     """
     from amber.replication.local import LocalCluster  # noqa: PLC0415
 

@@ -8,13 +8,14 @@ printed as JSON; ``watch`` prints one JSON line per event.
 from __future__ import annotations
 
 import json
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
+from redis.exceptions import AuthenticationError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 
 from .. import errors
 from ..client import DEFAULT_URL, Client
@@ -22,7 +23,10 @@ from .app import app, fail
 
 Url = Annotated[str, typer.Option("--url", envvar="AMBER_URL", help="The server's RESP URL.")]
 Password = Annotated[
-    str | None, typer.Option("--password", envvar="AMBER_PASSWORD", help="AUTH password.")
+    str | None,
+    typer.Option(
+        "--password", envvar="AMBER_PASSWORD", help="The server's password (--requirepass)."
+    ),
 ]
 Table = Annotated[str, typer.Argument(help="Table name.")]
 Key = Annotated[str, typer.Argument(help="Key in the table.")]
@@ -39,6 +43,30 @@ def _parse(text: str) -> Any:
         fail(f"value is not valid JSON: {exc}")
 
 
+def _shown(url: str) -> str:
+    """``url`` without a password in it, for messages."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+def _auth_failure(url: str, password: str | None) -> str:
+    """What to do when the server wants a password, or refused the one given."""
+    if urllib.parse.urlsplit(url).password is not None:
+        return f"{_shown(url)} refused the password in the URL"
+    if password:
+        return (
+            f"{url} refused the password (from --password or AMBER_PASSWORD): check it "
+            "against the server's --requirepass / --requirepass-file"
+        )
+    return (
+        f"{url} requires a password: pass --password PASSWORD, set AMBER_PASSWORD, "
+        "or put it in the URL (redis://:PASSWORD@host:port)"
+    )
+
+
 @contextmanager
 def _client(url: str, password: str | None) -> Iterator[Client]:
     try:
@@ -46,9 +74,13 @@ def _client(url: str, password: str | None) -> Iterator[Client]:
             yield client
     except errors.AmberError as exc:
         fail(str(exc))
+    except AuthenticationError:
+        fail(_auth_failure(url, password))
     except RedisConnectionError as exc:
-        fail(f"cannot reach {url}: {exc}")
+        fail(f"cannot reach {_shown(url)}: {exc}")
     except RedisError as exc:
+        if str(exc).startswith(("NOAUTH", "WRONGPASS")):
+            fail(_auth_failure(url, password))
         fail(f"{type(exc).__name__}: {exc}")
 
 
@@ -113,7 +145,7 @@ def scan(
     url: Url = DEFAULT_URL,
     password: Password = None,
 ) -> None:
-    """Print ``{"key": ..., "value": ...}`` JSON lines in key order."""
+    """Print one JSON line per key, {"key": ..., "value": ...}, in key order."""
     with _client(url, password) as client:
         page = client.table(table).scan(prefix, limit)
     for key, value in page.items:

@@ -12,30 +12,39 @@ from amber.errors import AmberError
 from .app import app, fail
 
 
+def _default(value: str) -> str:
+    """``[default: value]`` for a help text (escaped: rich markup would eat the brackets).
+
+    The options themselves default to None so that the environment and the
+    config file can fill them: typer cannot show those defaults by itself.
+    """
+    return f"\\[default: {value}]"
+
+
 @app.command()
 def serve(  # noqa: PLR0917  (typer maps each option to a parameter)
     data: Annotated[
-        str | None, typer.Option(help="Data folder (or backend URL). [default: data]")
+        str | None, typer.Option(help="Data folder (or backend URL). " + _default("data"))
     ] = None,
     port: Annotated[
-        int | None, typer.Option(help="RESP port; 0: a free one, -1: off. [default: 7379]")
+        int | None, typer.Option(help="RESP port; 0: a free one, -1: off. " + _default("7379"))
     ] = None,
     http_port: Annotated[
-        int | None, typer.Option(help="HTTP port; 0: a free one, -1: off. [default: 7380]")
+        int | None, typer.Option(help="HTTP port; 0: a free one, -1: off. " + _default("7380"))
     ] = None,
     kvtext_port: Annotated[
-        int | None, typer.Option(help="KV text port; 0: a free one, -1: off. [default: 4040]")
+        int | None, typer.Option(help="KV text port; 0: a free one, -1: off. " + _default("4040"))
     ] = None,
     tls_port: Annotated[
         int | None,
         typer.Option(
             help="RESP over TLS on this port (with or without the plain --port; "
-            "--port -1 turns that off); 0: a free one. [default: -1, off]"
+            "--port -1 turns that off); 0: a free one. " + _default("-1, off"),
         ),
     ] = None,
     http_tls_port: Annotated[
         int | None,
-        typer.Option(help="HTTPS on this port; 0: a free one. [default: -1, off]"),
+        typer.Option(help="HTTPS on this port; 0: a free one. " + _default("-1, off")),
     ] = None,
     tls_cert_file: Annotated[
         Path | None,
@@ -52,25 +61,28 @@ def serve(  # noqa: PLR0917  (typer maps each option to a parameter)
         str | None,
         typer.Option(
             help="TLS client certificates: yes (required; needs --tls-ca-cert-file) | "
-            "optional (verified if presented) | no. [default: yes, as in Redis]"
+            "optional (verified if presented) | no. " + _default("yes, as in Redis"),
         ),
     ] = None,
     bind: Annotated[
-        str | None, typer.Option(help="Address to listen on. [default: 127.0.0.1]")
+        str | None, typer.Option(help="Address to listen on. " + _default("127.0.0.1"))
     ] = None,
     durability: Annotated[
-        str | None, typer.Option(help="always | interval | never. [default: always]")
+        str | None, typer.Option(help="always | interval | never. " + _default("always"))
     ] = None,
     requirepass: Annotated[
-        str | None, typer.Option(help="Password clients must AUTH with.")
+        str | None, typer.Option(help="Password clients must AUTH with. " + _default("none"))
     ] = None,
     requirepass_file: Annotated[
         Path | None,
-        typer.Option(help="A file whose first line is the password (kept out of `ps`)."),
+        typer.Option(help="A file whose first line is the password (kept out of ps)."),
     ] = None,
-    max_clients: Annotated[int | None, typer.Option(help="Most clients at once.")] = None,
+    max_clients: Annotated[
+        int | None, typer.Option(help="Most clients at once (0: no limit). " + _default("10000"))
+    ] = None,
     idle_timeout: Annotated[
-        int | None, typer.Option(help="Close clients idle this many seconds (0: never).")
+        int | None,
+        typer.Option(help="Close clients idle this many seconds (0: never). " + _default("0")),
     ] = None,
     node_id: Annotated[
         str | None, typer.Option(help="Cluster mode: this node's id (e.g. n1).")
@@ -81,8 +93,8 @@ def serve(  # noqa: PLR0917  (typer maps each option to a parameter)
     raft_bind: Annotated[
         str | None,
         typer.Option(
-            help="Cluster mode: the address the Raft port listens on and peers reach this "
-            "node at (default: the --bind address)."
+            help="Cluster mode: the address the Raft port listens on and peers reach this node at. "
+            + _default("the --bind address"),
         ),
     ] = None,
     peers: Annotated[
@@ -103,17 +115,21 @@ def serve(  # noqa: PLR0917  (typer maps each option to a parameter)
         str | None,
         typer.Option(
             help="Folder AMBER.BACKUP writes into; clients name files inside it. "
-            "[default: DATA/backups]"
+            + _default("DATA/backups"),
         ),
     ] = None,
     backup_s3: Annotated[
         str | None,
-        typer.Option(help="s3://bucket/prefix/ under which AMBER.BACKUP may write. [default: off]"),
+        typer.Option(
+            help="s3://bucket/prefix/ under which AMBER.BACKUP may write. " + _default("off")
+        ),
     ] = None,
     config: Annotated[
         Path | None, typer.Option("--config", help="A TOML file with any of these settings.")
     ] = None,
-    log_level: Annotated[str | None, typer.Option(help="debug | info | warning | error")] = None,
+    log_level: Annotated[
+        str | None, typer.Option(help="debug | info | warning | error. " + _default("info"))
+    ] = None,
 ) -> None:
     """Serve a data folder over the Redis protocol, HTTP/JSON and the KV text protocol.
 
@@ -132,7 +148,7 @@ def serve(  # noqa: PLR0917  (typer maps each option to a parameter)
     them durably; reads are linearizable unless a client asks for stale ones.
     """
     # Imported here so that `amber --help` stays fast.
-    from amber.server.server import run  # noqa: PLC0415
+    from amber.server.server import PortInUse, run  # noqa: PLC0415
     from amber.server.settings import load_settings  # noqa: PLC0415
 
     flags = {
@@ -167,6 +183,8 @@ def serve(  # noqa: PLR0917  (typer maps each option to a parameter)
         code = run(settings)
     except AmberError as exc:
         fail(f"{type(exc).__name__}: {exc}")
+    except PortInUse as exc:
+        fail(exc.strerror or str(exc))
     except OSError as exc:
         fail(f"cannot listen: {exc}")
     raise typer.Exit(code)

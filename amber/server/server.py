@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import logging
 import os
@@ -147,6 +148,47 @@ class _Listeners:
         self.kvtext: asyncio.Server | None = None
         self.lines: list[str] = []
         self.ports: dict[str, int] = {}
+
+
+class PortInUse(OSError):
+    """A port the server should listen on is taken; the message names the flag to change."""
+
+
+def check_ports(settings: ServeSettings) -> None:
+    """Raise :class:`PortInUse` for the first port already taken.
+
+    Run before the database opens: recovery can take long, and a server that
+    recovers and then dies with "address already in use" wastes it and hides
+    which port and which flag are at fault.
+    """
+    wanted = [
+        ("--port", "RESP", settings.bind, settings.port),
+        ("--tls-port", "RESP over TLS", settings.bind, settings.tls_port),
+        ("--http-port", "HTTP", settings.bind, settings.http_port),
+        ("--http-tls-port", "HTTPS", settings.bind, settings.http_tls_port),
+        ("--kvtext-port", "KV text", settings.bind, settings.kvtext_port),
+    ]
+    if settings.clustered:
+        wanted.append(
+            ("--raft-port", "Raft", settings.raft_bind or settings.bind, settings.raft_port)
+        )
+    for flag, what, host, port in wanted:
+        if port <= 0:
+            continue  # 0: any free port; -1: off
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                raise PortInUse(
+                    exc.errno,
+                    f"port {port} ({what}) is already in use on {host or '*'}: "
+                    f"stop what listens there, or pick another port with {flag} "
+                    "(0: any free port, -1: off)",
+                ) from None
 
 
 def _bound_socket(host: str, port: int) -> socket.socket:
@@ -298,6 +340,7 @@ async def serve(
     say = announce or (lambda line: print(line, flush=True))
     # Certificates and keys are checked before recovery, which can take long.
     tls = server_context(settings)
+    check_ports(settings)
     db = await loop.run_in_executor(None, lambda: _open_database(settings))
     for note in db.recovery_notes:
         log.warning("recovery: %s", note)

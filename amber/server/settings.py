@@ -91,6 +91,9 @@ class ServeSettings:
     max_pipeline: int = 1024
     #: Close a client idle this many seconds (0: never; pub/sub clients never).
     idle_timeout: int = 0
+    #: Events a watch (AMBER.WATCH, a watch channel, an HTTP stream) may hold for
+    #: a client that does not keep up; past it the client is told it lagged.
+    watch_queue: int = 10_000
     #: Redis' ``notify-keyspace-events`` flags (empty: off; ``KEA``: everything).
     notify_keyspace_events: str = ""
     #: HTTP: seconds from a request's first byte to the end of its headers (slowloris).
@@ -138,7 +141,13 @@ class ServeSettings:
         for name in ("max_clients", "idle_timeout"):
             if getattr(self, name) < 0:
                 raise InvalidArgument(f"{name} must be >= 0")
-        for name in ("interval_ms", "max_request_bytes", "max_value_bytes", "max_pipeline"):
+        for name in (
+            "interval_ms",
+            "max_request_bytes",
+            "max_value_bytes",
+            "max_pipeline",
+            "watch_queue",
+        ):
             if getattr(self, name) < 1:
                 raise InvalidArgument(f"{name} must be >= 1")
         if (self.peers or self.raft_port or self.cluster_secret_file) and not self.node_id:
@@ -200,6 +209,7 @@ class ServeSettings:
             limits=limits,
             history_bytes=self.history_bytes,
             history_revisions=self.history_revisions,
+            watch_queue=self.watch_queue,
         )
 
     def redis_config(self) -> dict[str, str]:

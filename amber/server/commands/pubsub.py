@@ -10,6 +10,9 @@
   the TTL sweeper — in commit order. Events: ``set`` (a put; class ``$``),
   ``merge`` (a merge; class ``d``), ``del`` (class ``g``), ``expired``
   (class ``x``).
+- Watch channels, ``SUBSCRIBE __amber_watch__:users:*`` (see
+  :mod:`.watch_channels`): the same stream as pub/sub messages, for clients
+  (redis-cli) that only listen after SUBSCRIBE.
 - ``AMBER.WATCH <key | prefix* | *> [FROM revision] [PREV]``: what Redis
   lacks — a stream of ``["amber.watch", spec, revision, key, type, value,
   diff(, prev)]`` messages (values and the RFC 7396 diff as JSON text) that
@@ -30,6 +33,9 @@ from .keys import DEFAULT_TABLE, compile_glob, join_key, split_key
 from .registry import REGISTRY, CommandError, syntax_error
 from .replies import Push, Replies
 from .values import dump_json
+from .watch_channels import drain_watch, is_watch_channel, open_watch
+from .watch_channels import start as start_channel_watch
+from .watch_channels import stop as stop_channel_watch
 
 if TYPE_CHECKING:
     from .session import Session
@@ -106,9 +112,15 @@ class PubSub:
             self.keyspace_from = self.state.db.revision + 1
 
     def unsubscribe(self, session: Session, channel: bytes) -> None:
+        if is_watch_channel(channel):
+            stop_channel_watch(session, channel, pattern=False)
+            return
         _leave(self.channels, session.channels, session, channel)
 
     def punsubscribe(self, session: Session, pattern: bytes) -> None:
+        if is_watch_channel(pattern):
+            stop_channel_watch(session, pattern, pattern=True)
+            return
         _leave(self.patterns, session.patterns, session, pattern)
         if pattern not in self.patterns:
             self._matchers.pop(pattern, None)
@@ -176,18 +188,43 @@ def _confirm_each(
     return out or Replies([Push([kind, None, session.subscriptions])])
 
 
+def _subscribe(session: Any, names: list[bytes], pattern: bool) -> Replies:
+    """SUBSCRIBE/PSUBSCRIBE: watch channels' watches open first, so a malformed
+    one refuses the whole command before anything is subscribed."""
+    hub: PubSub = session.state.pubsub
+    opened: dict[bytes, Any] = {}
+    try:
+        for name in names:
+            if is_watch_channel(name) and name not in opened:
+                opened[name] = open_watch(session, name)
+    except CommandError:
+        for watch in opened.values():
+            watch.close()
+        raise
+
+    def apply(session: Any, name: bytes) -> None:
+        if is_watch_channel(name):
+            watch = opened.pop(name, None)
+            if watch is not None:
+                start_channel_watch(session, name, pattern, watch)
+        elif pattern:
+            hub.psubscribe(session, name)
+        else:
+            hub.subscribe(session, name)
+
+    return _confirm_each(session, b"psubscribe" if pattern else b"subscribe", apply, names)
+
+
 @command("SUBSCRIBE", -2, "pubsub", group="pubsub")
 def subscribe(session: Any, kv: Any, args: list[bytes]) -> Any:
-    """Receive messages published to these channels."""
-    hub: PubSub = session.state.pubsub
-    return _confirm_each(session, b"subscribe", hub.subscribe, args[1:])
+    """Receive messages published to these channels (and watch channels)."""
+    return _subscribe(session, args[1:], pattern=False)
 
 
 @command("PSUBSCRIBE", -2, "pubsub", group="pubsub")
 def psubscribe(session: Any, kv: Any, args: list[bytes]) -> Any:
-    """Receive messages published to channels matching these patterns."""
-    hub: PubSub = session.state.pubsub
-    return _confirm_each(session, b"psubscribe", hub.psubscribe, args[1:])
+    """Receive messages published to channels matching these patterns (and watch channels)."""
+    return _subscribe(session, args[1:], pattern=True)
 
 
 @command("UNSUBSCRIBE", -1, "pubsub", group="pubsub")
@@ -259,21 +296,22 @@ def _json_or_none(value: Any) -> bytes | None:
 
 
 async def _pump(session: Session, spec: bytes, watch: Any, prev: bool) -> None:
+    def deliver(event: Event) -> None:
+        message = [
+            b"amber.watch",
+            spec,
+            event.revision,
+            join_key(event.table, event.key).encode(),
+            event.type.encode(),
+            _json_or_none(event.value),
+            dump_json(event.diff).encode(),
+        ]
+        if prev:
+            message.append(_json_or_none(event.prev_value))
+        session.push(Push(message))
+
     try:
-        async for batch in watch.batches():
-            for event in batch.events:
-                message = [
-                    b"amber.watch",
-                    spec,
-                    event.revision,
-                    join_key(event.table, event.key).encode(),
-                    event.type.encode(),
-                    _json_or_none(event.value),
-                    dump_json(event.diff).encode(),
-                ]
-                if prev:
-                    message.append(_json_or_none(event.prev_value))
-                session.push(Push(message))
+        await drain_watch(session, watch, deliver)
     except asyncio.CancelledError:
         raise
     except AmberError as exc:

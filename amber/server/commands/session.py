@@ -96,6 +96,7 @@ class Session:
         fd: int = -1,
         push: Callable[[Any], None] | None = None,
         close: Callable[[], None] | None = None,
+        backlogged: Callable[[], bool] | None = None,
     ) -> None:
         self.state = state
         self.id = state.next_id()
@@ -120,6 +121,9 @@ class Session:
         self.patterns: set[bytes] = set()
         #: AMBER.WATCH streams: spec -> the task pushing its events.
         self.watches: dict[bytes, asyncio.Task[None]] = {}
+        #: Watch channels (``__amber_watch__:…``, in ``channels`` or ``patterns``):
+        #: (is a pattern, name) -> the task pushing their messages.
+        self.channel_watches: dict[tuple[bool, bytes], asyncio.Task[None]] = {}
         #: Writes submitted and not answered yet; and how many of those are solo
         #: commits (not coalesced): see "Order" in the module doc.
         self.pending = 0
@@ -130,6 +134,7 @@ class Session:
         self.stale_reads = False
         self._push = push
         self._close = close
+        self._backlogged = backlogged
         state.sessions[self.id] = self
 
     # -- the front end's side ----------------------------------------------------
@@ -142,6 +147,10 @@ class Session:
         """Send an out-of-band message (pub/sub, watch event) to the client."""
         if self._push is not None:
             self._push(message)
+
+    def backlogged(self) -> bool:
+        """Whether the client is not reading what was pushed (watch pumps wait then)."""
+        return self._backlogged is not None and self._backlogged()
 
     def kill(self) -> None:
         """Close the client's connection (CLIENT KILL)."""

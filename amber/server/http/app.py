@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from ... import __version__
 from ..context import ServerContext
 from .api import HttpApi
+from .docs import install_docs
 from .keys import key_router
 from .middleware import FrontMiddleware
 from .ops import ops_router
@@ -45,7 +46,7 @@ def create_app(ctx: ServerContext, *, password: Callable[[], str] | None = None)
         version=__version__,
         description=_DESCRIPTION,
         openapi_url="/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # install_docs: Swagger UI from local assets, not a CDN
         redoc_url=None,
     )
     app.state.amber = api
@@ -60,6 +61,7 @@ def create_app(ctx: ServerContext, *, password: Callable[[], str] | None = None)
     ):
         app.include_router(router)
     _add_schemas(app)
+    install_docs(app, "Amber")
     app.add_middleware(
         FrontMiddleware,
         ctx=ctx,

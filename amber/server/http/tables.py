@@ -4,7 +4,8 @@
 for descending), optionally under ``prefix`` and filtered by ``where`` — a
 JSON list of conditions, ``[["user.age", ">", 30], ["tags", "contains", "x"]]``
 (operators ``= != < <= > >= in contains exists prefix``). At most ``limit``
-items (default 100, up to 10,000); ``more`` says whether more match and
+items (default 100, 1 to 10,000; ``limit=0`` is a ``400``: an empty page
+could say neither whether more match nor where to go on); ``more`` says whether more match and
 ``next`` holds the query parameter to pass for the next page (``start`` going
 forward, ``end`` in reverse). ``revision`` is the revision the page was read
 at: a watch from ``revision + 1`` continues it without a gap.
@@ -110,7 +111,9 @@ def tables_router(api: HttpApi) -> APIRouter:
         prefix: Annotated[str | None, Query(description="Only keys starting with this.")] = None,
         start: Annotated[str | None, Query(description="First key (inclusive).")] = None,
         end: Annotated[str | None, Query(description="Last key (exclusive).")] = None,
-        limit: Annotated[int, Query(ge=0, le=MAX_LIMIT)] = 100,
+        limit: Annotated[
+            int, Query(ge=1, le=MAX_LIMIT, description="Items per page (1 to 10,000).")
+        ] = 100,
         reverse: bool = False,
         where: Annotated[
             str | None, Query(description='JSON conditions, e.g. [["age", ">", 30]].')

@@ -123,6 +123,7 @@ class RespConnection(asyncio.Protocol):
             fd=sock.fileno() if sock is not None else -1,
             push=self._push,
             close=self._kill,
+            backlogged=lambda: self.writing_paused or self.output_held,
         )
         server.connections.add(self)
         state.ctx.metrics.connections.labels("resp").inc()

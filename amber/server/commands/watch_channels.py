@@ -1,0 +1,195 @@
+"""AMBER.WATCH as pub/sub channels, so that plain ``redis-cli`` streams changes.
+
+redis-cli (and most pub/sub clients) keep reading only after the SUBSCRIBE
+family, so the watch is also offered as channels, under one reserved name:
+
+- ``__amber_watch__:<spec>`` — changes committed from now on;
+- ``__amber_watch__@<revision>:<spec>`` — from ``revision`` on (to resume,
+  one past the last revision received).
+
+``<spec>`` is AMBER.WATCH's: ``*`` (everything), ``table:*``,
+``table:prefix*`` or ``table:key`` (without ``table:``, the ``default``
+table). ``SUBSCRIBE name`` delivers ``message name payload``; ``PSUBSCRIBE
+name`` delivers ``pmessage name __amber_watch__:<table>:<key> payload``. The
+payload is JSON: ``{"revision", "table", "key", "type", "value", "diff"}``.
+
+A watch ends only on an error: the client's queue overflowed (a slow reader:
+the pump waits while the client's output is backed up, so the watch's bounded
+queue overflows instead of memory growing), history compacted, the server
+stopping. Then one last payload ``{"error", "message", "resume"}`` (``resume``:
+the channel that goes on where it stopped) and an ``unsubscribe`` (or
+``punsubscribe``) notice. Nothing PUBLISHed reaches these channels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ...errors import AmberError, Closed, Compacted, Lagged
+from ...watch import Event
+from .keys import join_key
+from .registry import CommandError
+from .replies import Push
+from .values import dump_json
+
+if TYPE_CHECKING:
+    from .session import Session
+
+log = logging.getLogger(__name__)
+
+WATCH_CHANNEL = b"__amber_watch__"
+#: How often a pump looks again at a client whose output is backed up.
+BACKLOG_POLL_S = 0.01
+
+
+def is_watch_channel(name: bytes) -> bool:
+    return name.startswith((WATCH_CHANNEL + b":", WATCH_CHANNEL + b"@"))
+
+
+def parse_watch_channel(name: bytes) -> tuple[bytes, int | None]:
+    """``(spec, start revision or None)`` of a watch channel's name."""
+    rest = name[len(WATCH_CHANNEL) :]
+    start: int | None = None
+    if rest.startswith(b"@"):
+        revision, sep, rest = rest[1:].partition(b":")
+        if not sep or not revision.isdigit() or int(revision) < 1:
+            raise CommandError(
+                "a watch channel from a revision is __amber_watch__@<revision>:<spec>, "
+                "revision >= 1"
+            )
+        start = int(revision)
+        spec = rest
+    else:
+        spec = rest[1:]
+    body = spec[:-1] if spec.endswith(b"*") else spec
+    if not spec or any(c in body for c in b"*?[]"):
+        raise CommandError(
+            "a watch channel is __amber_watch__:<spec>, spec one of *, table:*, "
+            "table:prefix* or table:key"
+        )
+    return spec, start
+
+
+async def drain_watch(session: Session, watch: Any, deliver: Callable[[Event], None]) -> None:
+    """Hand each event of ``watch`` to ``deliver`` until the watch ends (raises its end).
+
+    While the client does not read (its output is backed up) no more is
+    taken, so a slow client makes the watch's bounded queue overflow into
+    ``Lagged`` — a message it sees — rather than server memory grow.
+    """
+    async for batch in watch.batches():
+        for event in batch.events:
+            deliver(event)
+        while session.backlogged():
+            await asyncio.sleep(BACKLOG_POLL_S)
+
+
+def _payload(event: Event) -> bytes:
+    return dump_json(
+        {
+            "revision": event.revision,
+            "table": event.table,
+            "key": event.key,
+            "type": event.type,
+            "value": event.value,
+            "diff": event.diff,
+        }
+    ).encode()
+
+
+def _resume(spec: bytes, exc: AmberError) -> str | None:
+    """The channel name that goes on where a watch that ended with ``exc`` stopped."""
+    if isinstance(exc, Lagged):
+        start = exc.last_revision + 1
+    elif isinstance(exc, Compacted):
+        start = exc.oldest_available  # skips what was compacted: the message says so
+    else:
+        return None
+    return f"__amber_watch__@{start}:{spec.decode('utf-8', 'replace')}"
+
+
+def _error_payload(spec: bytes, exc: BaseException) -> bytes:
+    if isinstance(exc, AmberError):
+        name = "lagged" if isinstance(exc, Lagged) else type(exc).__name__.lower()
+        body = {"error": name, "message": str(exc), "resume": _resume(spec, exc)}
+    else:
+        body = {
+            "error": "internal",
+            "message": "internal error; the server log has the details",
+            "resume": None,
+        }
+    return dump_json(body).encode()
+
+
+async def _pump(session: Session, name: bytes, pattern: bool, spec: bytes, watch: Any) -> None:
+    def deliver(event: Event) -> None:
+        if pattern:
+            channel = WATCH_CHANNEL + b":" + join_key(event.table, event.key).encode()
+            session.push(Push([b"pmessage", name, channel, _payload(event)]))
+        else:
+            session.push(Push([b"message", name, _payload(event)]))
+
+    ended: BaseException
+    try:
+        await drain_watch(session, watch, deliver)
+        ended = Closed("the watch was closed")
+    except asyncio.CancelledError:
+        raise
+    except AmberError as exc:
+        ended = exc
+    except Exception as exc:
+        log.exception("watch channel %r failed", name)
+        ended = exc
+    finally:
+        watch.close()
+    # It ended by itself: say why on the channel, then leave it.
+    payload = _error_payload(spec, ended)
+    if pattern:
+        session.push(Push([b"pmessage", name, name, payload]))
+    else:
+        session.push(Push([b"message", name, payload]))
+    if session.channel_watches.get((pattern, name)) is asyncio.current_task():
+        del session.channel_watches[(pattern, name)]
+        (session.patterns if pattern else session.channels).discard(name)
+        kind = b"punsubscribe" if pattern else b"unsubscribe"
+        session.push(Push([kind, name, session.subscriptions]))
+
+
+def open_watch(session: Session, name: bytes) -> Any:
+    """The database watch a channel name asks for; CommandError if it is malformed."""
+    from .pubsub import watch_target  # noqa: PLC0415  (pubsub imports this module)
+
+    spec, start = parse_watch_channel(name)
+    table, key, prefix = watch_target(spec)
+    db = session.state.db
+    try:
+        if table is None:
+            return db.watch(start_revision=start, prev_value=False)
+        return db.table(table).watch(key, prefix=prefix, start_revision=start, prev_value=False)
+    except AmberError as exc:
+        raise CommandError(f"{name.decode('utf-8', 'replace')}: {exc}") from None
+
+
+def start(session: Session, name: bytes, pattern: bool, watch: Any) -> None:
+    """Subscribe ``session`` to a watch channel whose watch is open.
+
+    Already subscribed: nothing changes (as in Redis), so no event is lost.
+    """
+    if (pattern, name) in session.channel_watches:
+        watch.close()
+        return
+    spec, _ = parse_watch_channel(name)
+    task = asyncio.get_running_loop().create_task(_pump(session, name, pattern, spec, watch))
+    session.channel_watches[(pattern, name)] = task
+    (session.patterns if pattern else session.channels).add(name)
+
+
+def stop(session: Session, name: bytes, pattern: bool) -> None:
+    """Leave a watch channel (nothing if not subscribed)."""
+    (session.patterns if pattern else session.channels).discard(name)
+    task = session.channel_watches.pop((pattern, name), None)
+    if task is not None:
+        task.cancel()
