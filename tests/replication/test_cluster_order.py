@@ -11,9 +11,11 @@ history then shows the order the writes were applied in: it must be
 increasing (no write applied after a later one, none applied twice) and hold
 every acknowledged write.
 
-The apply side's rule (an entry of an origin is applied only if its seq is
-the next one) is also tested deterministically, on three in-process
-members: entries with chosen seqs sent through Raft, out of order and twice.
+The same failure is also made deterministic on three in-process members:
+the first entry of writes is reported ``DISCARDED`` (without being sent) a
+moment after a later write was proposed. And the apply side's rule (an entry
+of an origin is applied only if its seq is the next one) is tested with
+entries of chosen seqs sent through Raft, out of order and twice.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 
 import pytest
 import redis
+from pysyncobj import FAIL_REASON
 
 import amber
 from amber import ClusterConfig
@@ -319,6 +322,39 @@ def test_the_origin_table_is_in_snapshots_and_survives_a_restart(tmp_path: Path)
         for db in dbs:
             db.barrier()
             assert db.table("o").get("k") == 4
+    finally:
+        for db in dbs:
+            db.close()
+
+
+def test_a_write_whose_entry_was_discarded_still_precedes_the_later_ones(tmp_path: Path):
+    dbs = _open_trio(tmp_path)
+    try:
+        node = dbs[1]._node
+        real = node._engine.amber_apply
+        lost: list[list[bytes]] = []
+
+        def flaky(records: list[bytes], *args: Any, callback: Any) -> None:
+            """The first entry of writes never reaches the log: reported as replaced, later."""
+            if records and not lost:
+                lost.append(records)
+                timer = threading.Timer(0.5, callback, (None, FAIL_REASON.DISCARDED))
+                timer.daemon = True
+                timer.start()
+                return
+            real(records, *args, callback=callback)
+
+        node._engine.amber_apply = flaky
+        first = node.submit(Batch((Put("o", "k", 1),)))
+        second = node.submit(Batch((Put("o", "k", 2),)))  # its entry commits before the retry
+        node._wait(first)
+        node._wait(second)
+        assert lost and first.result is not None and second.result is not None
+        assert first.result.revision < second.result.revision
+        for db in dbs:
+            db.barrier()
+            entry = db.table("o").entry("k")
+            assert entry is not None and (entry.value, entry.version) == (2, 2), db
     finally:
         for db in dbs:
             db.close()
