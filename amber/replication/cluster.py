@@ -66,6 +66,12 @@ commits first is applied, the others are skipped. The waiter is answered
 when the entry is applied *on this node* (its apply sees its own origin),
 whichever copy that was.
 
+Holding later proposals alone would not do: an entry proposed before the
+failure of an earlier one was known (``MAX_INFLIGHT`` > 1, or sent to
+another leader) still commits first. An older member cannot apply an entry
+with an origin (nor read a snapshot of format 2): upgrade every member
+together.
+
 Failures
 --------
 A write whose copies all failed "certainly not applied" (no leader yet, not
