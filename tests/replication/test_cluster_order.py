@@ -358,3 +358,36 @@ def test_a_write_whose_entry_was_discarded_still_precedes_the_later_ones(tmp_pat
     finally:
         for db in dbs:
             db.close()
+
+
+def test_an_entry_pysyncobj_never_answers_is_sent_again_and_keeps_its_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr("amber.replication.cluster.RESEND_AFTER", 0.3)
+    dbs = _open_trio(tmp_path)
+    try:
+        node = dbs[0]._node
+        real = node._engine.amber_apply
+        lost: list[list[bytes]] = []
+
+        def lossy(records: list[bytes], *args: Any, callback: Any) -> None:
+            """The first entry of writes vanishes: no log entry, no answer."""
+            if records and not lost:
+                lost.append(records)
+                return
+            real(records, *args, callback=callback)
+
+        node._engine.amber_apply = lossy
+        first = node.submit(Batch((Put("o", "k", 1),)))
+        second = node.submit(Batch((Put("o", "k", 2),)))  # skipped for the gap until then
+        node._wait(first)
+        node._wait(second)
+        assert lost and first.result is not None and second.result is not None
+        assert first.result.revision < second.result.revision
+        for db in dbs:
+            db.barrier()
+            entry = db.table("o").entry("k")
+            assert entry is not None and (entry.value, entry.version) == (2, 2), db
+    finally:
+        for db in dbs:
+            db.close()
