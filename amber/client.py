@@ -126,6 +126,10 @@ def _txn_spec(compares: Iterable[Compare], ops: Iterable[Put | Merge | Delete]) 
                 raise errors.InvalidArgument(f"ttl_ms must be a positive int in {op!r}")
             if isinstance(op, Put) and op.keep_ttl:
                 raise errors.InvalidArgument("a client transaction cannot keep_ttl")
+            if isinstance(op, Put) and op.expires_at_ms is not None:
+                raise errors.InvalidArgument(
+                    "a client transaction takes ttl_ms, not expires_at_ms (use EXPIREAT over RESP)"
+                )
             body = op.value if isinstance(op, Put) else op.patch
             wire = ["put" if isinstance(op, Put) else "merge", _wire_key(op.table, op.key), body]
             if op.ttl_ms is not None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, cast, overload
 
 from .config import Config
 from .errors import Closed, InvalidArgument, TooLarge
@@ -45,11 +45,13 @@ from .store.batch import (
     Merge,
     Op,
     Put,
+    Update,
     encode_body,
 )
-from .store.state import ApplyResult, StoreImage
+from .store.state import ApplyResult, Record, StoreImage, Updated
+from .store.updates import check_update
 from .table import _CLOSED_ROWS, Entry, Page, Table, _entry
-from .transaction import Transaction, TxnResult
+from .transaction import Transaction, TxnResult, UpdateResult
 from .watch import Event, Progress, Watch, open_watch
 
 if TYPE_CHECKING:
@@ -236,6 +238,13 @@ class Database:
             if isinstance(op, Put):
                 if op.ttl_ms is not None and (not isinstance(op.ttl_ms, int) or op.ttl_ms <= 0):
                     raise InvalidArgument(f"ttl_ms must be a positive int in {op!r}")
+                at = op.expires_at_ms
+                if at is not None and (
+                    isinstance(at, bool) or not isinstance(at, int) or not 0 < at < 2**63
+                ):
+                    raise InvalidArgument(f"expires_at_ms must be a positive int in {op!r}")
+                if at is not None and (op.ttl_ms is not None or op.keep_ttl):
+                    raise InvalidArgument(f"expires_at_ms excludes ttl_ms and keep_ttl in {op!r}")
                 checked_ops.append(
                     Put(
                         check_table(op.table, limits),
@@ -243,6 +252,7 @@ class Database:
                         freeze(op.value, limits),
                         op.ttl_ms,
                         bool(op.keep_ttl),
+                        at,
                     )
                 )
             elif isinstance(op, Merge):
@@ -255,6 +265,14 @@ class Database:
                         freeze(op.patch, limits),
                         op.ttl_ms,
                     )
+                )
+            elif isinstance(op, Update):
+                why = check_update(op.fn, op.args)
+                if why is not None:
+                    raise InvalidArgument(why)
+                args = tuple(freeze(arg, limits) for arg in op.args)
+                checked_ops.append(
+                    Update(check_table(op.table, limits), check_key(op.key, limits), op.fn, args)
                 )
             elif isinstance(op, Delete):
                 checked_ops.append(Delete(check_table(op.table, limits), check_key(op.key, limits)))
@@ -442,10 +460,17 @@ def _txn_result(batch: Batch, result: ApplyResult, entries: bool = True) -> TxnR
     """The revision, with one entry per op unless ``entries`` is false."""
     if not entries:
         return TxnResult(result.revision)
-    found: list[Entry | None] = []
+    found: list[Entry | UpdateResult | None] = []
     for op, record in zip(batch.ops, result.outcomes, strict=True):
         key = getattr(op, "key", None)
-        found.append(None if record is None or key is None else _entry(key, record))
+        if type(record) is Updated:
+            assert key is not None
+            after = None if record.record is None else _entry(key, record.record)
+            found.append(UpdateResult(after, record.result, record.error))
+        elif record is None or key is None:
+            found.append(None)
+        else:
+            found.append(_entry(key, cast("Record", record)))
     return TxnResult(result.revision, found)
 
 
@@ -514,6 +539,8 @@ __all__ = [
     "Table",
     "Transaction",
     "TxnResult",
+    "Update",
+    "UpdateResult",
     "open",
     "open_cluster",
 ]

@@ -7,7 +7,7 @@ Apart from ``Database`` because it only builds on its public API (``table``,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import InvalidArgument
 from .model import check_key, check_table, freeze, merge_patch
@@ -20,16 +20,28 @@ if TYPE_CHECKING:
 _MISSING: Any = object()
 
 
+class UpdateResult(NamedTuple):
+    """What an ``Update`` op did (see :mod:`amber.store.updates`)."""
+
+    #: The key's entry after the op (unchanged if it refused; None: absent).
+    entry: Entry | None
+    #: The update function's answer (None if it refused).
+    result: Any
+    #: Why it changed nothing (a Redis error reply's text), or None.
+    error: str | None
+
+
 @dataclass(frozen=True, slots=True)
 class TxnResult:
     """A committed transaction: its revision and one entry per op.
 
     For put and merge the new entry, for delete the deleted one (None when
-    the key was absent), None for the other ops.
+    the key was absent), an :class:`UpdateResult` for an update, None for
+    the other ops.
     """
 
     revision: int
-    entries: list[Entry | None] = field(default_factory=list)
+    entries: list[Entry | UpdateResult | None] = field(default_factory=list)
 
 
 class Transaction:

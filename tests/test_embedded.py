@@ -164,6 +164,39 @@ def test_ttl_hides_at_once_and_sweeper_deletes(db: amber.Database) -> None:
         t.put("k", 1, ttl=0)
 
 
+def test_txn_put_at_an_absolute_time(db: amber.Database) -> None:
+    db.txn([], [Put("t", "k", 1, expires_at_ms=33177117420001)])
+    entry = db.table("t").entry("k")
+    assert entry is not None and entry.expires_at_ms == 33177117420001
+    revision = db.revision
+    for bad in (
+        Put("t", "k", 2, expires_at_ms=0),
+        Put("t", "k", 2, expires_at_ms=True),  # type: ignore[arg-type]
+        Put("t", "k", 2, ttl_ms=10, expires_at_ms=33177117420001),
+        Put("t", "k", 2, keep_ttl=True, expires_at_ms=33177117420001),
+    ):
+        with pytest.raises(InvalidArgument):
+            db.txn([], [bad])
+    assert db.revision == revision and db.table("t").get("k") == 1
+
+
+def test_txn_update_ops_compute_at_apply_time(db: amber.Database) -> None:
+    from amber.database import Update, UpdateResult
+
+    first = db.txn([], [Update("t", "n", "incr", (5,)), Update("t", "n", "incr", (1,))])
+    assert [e.result for e in first.entries if isinstance(e, UpdateResult)] == [5, 6]
+    assert db.table("t").get("n") == "6"
+    refused = db.txn([], [Put("t", "j", {"a": 1}), Update("t", "j", "incr", (1,))])
+    outcome = refused.entries[1]
+    assert isinstance(outcome, UpdateResult) and outcome.error is not None
+    assert outcome.error.startswith("WRONGTYPE") and db.table("t").get("j") == {"a": 1}
+    revision = db.revision
+    for bad in (Update("t", "n", "incr", ("1",)), Update("t", "n", "nope", ())):
+        with pytest.raises(InvalidArgument):
+            db.txn([], [bad])
+    assert db.revision == revision
+
+
 def test_tables_and_drop(db: amber.Database) -> None:
     db.table("a").put("k", 1)
     db.table("b").put("k", 1)

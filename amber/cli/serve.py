@@ -26,6 +26,35 @@ def serve(  # noqa: PLR0917  (typer maps each option to a parameter)
     kvtext_port: Annotated[
         int | None, typer.Option(help="KV text port; 0: a free one, -1: off. [default: 4040]")
     ] = None,
+    tls_port: Annotated[
+        int | None,
+        typer.Option(
+            help="RESP over TLS on this port (with or without the plain --port; "
+            "--port -1 turns that off); 0: a free one. [default: -1, off]"
+        ),
+    ] = None,
+    http_tls_port: Annotated[
+        int | None,
+        typer.Option(help="HTTPS on this port; 0: a free one. [default: -1, off]"),
+    ] = None,
+    tls_cert_file: Annotated[
+        Path | None,
+        typer.Option(help="TLS: the server's certificate (PEM), for both TLS ports."),
+    ] = None,
+    tls_key_file: Annotated[
+        Path | None, typer.Option(help="TLS: the certificate's private key (PEM).")
+    ] = None,
+    tls_ca_cert_file: Annotated[
+        Path | None,
+        typer.Option(help="TLS: the CA (PEM) that must sign client certificates."),
+    ] = None,
+    tls_auth_clients: Annotated[
+        str | None,
+        typer.Option(
+            help="TLS client certificates: yes (required; needs --tls-ca-cert-file) | "
+            "optional (verified if presented) | no. [default: yes, as in Redis]"
+        ),
+    ] = None,
     bind: Annotated[
         str | None, typer.Option(help="Address to listen on. [default: 127.0.0.1]")
     ] = None,
@@ -47,7 +76,14 @@ def serve(  # noqa: PLR0917  (typer maps each option to a parameter)
         str | None, typer.Option(help="Cluster mode: this node's id (e.g. n1).")
     ] = None,
     raft_port: Annotated[
-        int | None, typer.Option(help="Cluster mode: the Raft port (on --bind).")
+        int | None, typer.Option(help="Cluster mode: the Raft port (on --raft-bind).")
+    ] = None,
+    raft_bind: Annotated[
+        str | None,
+        typer.Option(
+            help="Cluster mode: the address the Raft port listens on and peers reach this "
+            "node at (default: the --bind address)."
+        ),
     ] = None,
     peers: Annotated[
         str | None, typer.Option(help="Cluster mode: the other members, n2=host:port,n3=...")
@@ -86,6 +122,11 @@ def serve(  # noqa: PLR0917  (typer maps each option to a parameter)
     then the environment, then the file. Prints one "listening <frontend>
     <host>:<port>" line per front end, then "ready".
 
+    With --tls-port and --http-tls-port, RESP and HTTP are also (or, with
+    --port -1 / --http-port -1, only) served over TLS, configured as Redis 6
+    is: --tls-cert-file, --tls-key-file, --tls-ca-cert-file,
+    --tls-auth-clients. A password still applies over TLS.
+
     With --node-id, --raft-port and --peers the node joins a Raft cluster:
     writes go through the leader and are acknowledged once a majority holds
     them durably; reads are linearizable unless a client asks for stale ones.
@@ -99,6 +140,12 @@ def serve(  # noqa: PLR0917  (typer maps each option to a parameter)
         "port": port,
         "http_port": http_port,
         "kvtext_port": kvtext_port,
+        "tls_port": tls_port,
+        "http_tls_port": http_tls_port,
+        "tls_cert_file": None if tls_cert_file is None else str(tls_cert_file),
+        "tls_key_file": None if tls_key_file is None else str(tls_key_file),
+        "tls_ca_cert_file": None if tls_ca_cert_file is None else str(tls_ca_cert_file),
+        "tls_auth_clients": tls_auth_clients,
         "bind": bind,
         "durability": durability,
         "requirepass": requirepass,
@@ -108,6 +155,7 @@ def serve(  # noqa: PLR0917  (typer maps each option to a parameter)
         "log_level": log_level,
         "node_id": node_id,
         "raft_port": raft_port,
+        "raft_bind": raft_bind,
         "peers": peers,
         "cluster_secret_file": None if cluster_secret_file is None else str(cluster_secret_file),
         "insecure_cluster": insecure_cluster,

@@ -146,6 +146,38 @@ _DUPLICATE = "duplicate"
 _GAP = "gap"
 #: Fields of a snapshot's first chunk, by format.
 _HEAD_LENGTH = {1: 5, SNAPSHOT_FORMAT: 6}
+#: An inbound Raft connection that has not sent a frame that decrypts with the
+#: cluster secret within this many seconds is closed (a peer needs one round trip).
+AUTH_DEADLINE_S = 3.0
+#: At most this many inbound connections may wait to authenticate; the oldest goes.
+MAX_UNAUTHENTICATED = 64
+#: Connections the kernel queues on the Raft port before PySyncObj accepts them.
+LISTEN_BACKLOG = 128
+#: The largest frame before authentication: PySyncObj's first frame is a
+#: 32-byte key (or, without a secret, a node address), a few hundred bytes.
+UNAUTHENTICATED_FRAME_BYTES = 64 * 1024
+#: What one record costs in a Raft entry besides its bytes (pickle framing).
+RECORD_OVERHEAD = 64
+#: PySyncObj's ``appendEntriesBatchSizeBytes`` and snapshot chunk size (its defaults).
+RAFT_BATCH_BYTES = 64 * 1024
+
+
+def max_frame_bytes(max_batch_bytes: int) -> int:
+    """The largest Raft frame a peer may legitimately send, with margin.
+
+    A Raft entry holds records of at most ``max_batch_bytes`` in all (the
+    proposer splits bigger groups; the database refuses a bigger batch).
+    The biggest messages carry one whole entry: an ``apply_command``
+    forwarded to the leader, or an ``append_entries`` of entries under
+    ``RAFT_BATCH_BYTES`` plus one more (a lone big entry travels in
+    ``RAFT_BATCH_BYTES`` chunks, as do snapshots). The entry is pickled
+    twice, as a command and inside the message, and pickle protocol 2
+    spells each byte >= 0x80 in two: 4 times the records at worst; zlib adds
+    0.1 % at worst and Fernet's base64 a third: under 5.4 times. 6 times
+    plus 1 MiB leaves margin. (Only an authenticated peer gets this far.)
+    """
+    return 6 * (max_batch_bytes + 2 * RAFT_BATCH_BYTES) + (1 << 20)
+
 
 _NOT_APPLIED = {
     FAIL_REASON.QUEUE_FULL,
@@ -204,11 +236,124 @@ class _Transport(TCPTransport):  # type: ignore[misc]
     Every message a node sends may reflect its journal (an acknowledged
     entry, a vote): syncing first means a crash can never take back what a
     peer was told. The sync is one flag check when nothing is pending.
+
+    The Raft port is open to whoever reaches the host, so connections carry
+    frame limits (:class:`~amber.replication.hardening.FrameLimits`), and an
+    inbound connection that has not authenticated within
+    ``AUTH_DEADLINE_S`` is closed, as is the oldest when more than
+    ``MAX_UNAUTHENTICATED`` wait: holding sockets open costs an attacker
+    nothing, and each costs this node a descriptor (when they run out,
+    PySyncObj's listener closes for good).
     """
+
+    def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any) -> None:
+        #: Connections refused so far, and when the next may be logged.
+        self.amber_refused = 0
+        self._next_note = 0.0
+        #: Node -> chunks of a big entry waiting for their last one (see ``send``).
+        self._held: dict[Any, list[dict[str, Any]]] = {}
+        super().__init__(syncObj, selfNode, otherNodes)
 
     def send(self, node: Any, message: Any) -> bool:
         self._syncObj.amber_journal.sync()
+        if type(message) is dict and message.get("transmission") is not None:
+            if message["transmission"] == "start":
+                self.flush_transmissions(node)
+            self._held.setdefault(node, []).append(message)
+            return True  # PySyncObj's loop checks the connection, not this
+        if self._held:
+            self.flush_transmissions(node)
         return bool(super().send(node, message))
+
+    def flush_transmissions(self, node: Any = None) -> None:
+        """Send the held chunks of one big entry, labelled by their real position.
+
+        PySyncObj sends an entry larger than ``appendEntriesBatchSizeBytes``
+        in chunks of its pickle and labels as ``finish`` every chunk past
+        the entry's *command* length; the pickle is longer (protocol 2
+        writes each byte >= 0x80 as two), so for a value of non-ASCII text
+        the follower unpickled a cut entry and replication stopped for good.
+        The chunks of one entry are sent in one loop, so they are held here
+        and sent, in order, once the entry's last chunk is known: before the
+        next other message to that node, or when the loop ends
+        (``_Engine._SyncObj__sendAppendEntries``).
+        """
+        for target in [node] if node is not None else list(self._held):
+            chunks = self._held.pop(target, None)
+            if not chunks:
+                continue
+            last = len(chunks) - 1
+            for index, chunk in enumerate(chunks):
+                chunk["transmission"] = (
+                    "start" if index == 0 else "finish" if index == last else "process"
+                )
+                super().send(target, chunk)
+
+    def _maybeBind(self) -> None:
+        """PySyncObj's bind, with a listen backlog of ``LISTEN_BACKLOG`` instead of 5.
+
+        With 5, a burst of connections (an attack, or many clients of the
+        utility port) fills the queue and a peer's connect waits for the
+        kernel's SYN retry, a second or more.
+        """
+        was_ready = self._ready
+        super()._maybeBind()
+        if self._ready and not was_ready:
+            listener = getattr(self._server, "_TcpServer__socket", None)
+            if listener is not None:
+                listener.listen(LISTEN_BACKLOG)
+
+    def _limits(self) -> hardening.FrameLimits:
+        limits: hardening.FrameLimits = self._syncObj.amber_frame_limits
+        return limits
+
+    def addNode(self, node: Any) -> None:
+        super().addNode(node)
+        conn = self._connections.get(node)
+        if isinstance(conn, hardening.Connection):
+            limits = self._limits()
+            if not self._syncObj.encryptor:
+                # Without a secret, the peer we dial may send a full entry first.
+                limits = hardening.FrameLimits(limits.authenticated, limits.authenticated)
+            conn.frame_limits = limits
+
+    def _onNewIncomingConnection(self, conn: Any) -> None:
+        super()._onNewIncomingConnection(conn)
+        conn.frame_limits = self._limits()
+        conn.amber_opened = time.monotonic()
+        waiting = [c for c in self._unknownConnections if not c.authenticated]
+        if len(waiting) > MAX_UNAUTHENTICATED:
+            oldest = min(waiting, key=lambda c: getattr(c, "amber_opened", 0.0))
+            self._drop(oldest, f"more than {MAX_UNAUTHENTICATED} connections wait to authenticate")
+
+    def _onTick(self) -> None:
+        super()._onTick()
+        if not self._unknownConnections:
+            return
+        cutoff = time.monotonic() - AUTH_DEADLINE_S
+        for conn in list(self._unknownConnections):
+            if not conn.authenticated and getattr(conn, "amber_opened", cutoff) < cutoff:
+                self._drop(conn, f"no authenticated frame within {AUTH_DEADLINE_S:g} s")
+
+    def _onDisconnected(self, conn: Any) -> None:
+        reason = getattr(conn, "refused", None)
+        if reason:
+            conn.refused = None
+            self._note(f"closed a raft connection: {reason}")
+        super()._onDisconnected(conn)
+
+    def _drop(self, conn: Any, reason: str) -> None:
+        conn.refused = reason
+        conn.disconnect()
+        self._unknownConnections.discard(conn)
+
+    def _note(self, message: str) -> None:
+        """Log refused connections, at most one line per 10 s (an attack would flood the log)."""
+        now = time.monotonic()
+        self.amber_refused += 1
+        if now >= self._next_note:
+            self._next_note = now + 10.0
+            log.warning("%s (%d refused so far)", message, self.amber_refused)
 
 
 class _Engine(SyncObj):  # type: ignore[misc]
@@ -224,7 +369,15 @@ class _Engine(SyncObj):  # type: ignore[misc]
     ) -> None:
         self.amber_owner = owner
         self.amber_journal = journal
+        self.amber_frame_limits = hardening.FrameLimits(
+            UNAUTHENTICATED_FRAME_BYTES, max_frame_bytes(owner.config.limits.max_batch_bytes)
+        )
         super().__init__(address, peers, conf, transportClass=_Transport)
+
+    def _SyncObj__sendAppendEntries(self) -> None:
+        """PySyncObj's, then the held chunks of a big entry go out (see ``_Transport.send``)."""
+        super()._SyncObj__sendAppendEntries()
+        self._SyncObj__transport.flush_transmissions()
 
     @replicated  # type: ignore[untyped-decorator]
     def amber_apply(
@@ -329,6 +482,10 @@ class ClusterNode(Node):
         c = self.cluster
         return SyncObjConf(
             password=c.secret or None,
+            # PySyncObj binds every address unless told otherwise.
+            bindAddress=c.bind_address,
+            appendEntriesBatchSizeBytes=RAFT_BATCH_BYTES,
+            logCompactionBatchSize=RAFT_BATCH_BYTES,
             # Amber's own thread ticks the engine: PySyncObj's stops with the
             # thread that created it (an executor thread, in the server).
             autoTick=False,
@@ -592,11 +749,11 @@ class ClusterNode(Node):
         return pending
 
     def _propose(self) -> None:
-        """Send what is due, in seq order: entries to send again, then the queue as a new one.
+        """Send what is due, in seq order: entries to send again, then the queue as new ones.
 
         An entry waiting out ``RETRY_DELAY`` holds every later one (they would
-        only be skipped for the gap) and the queue. The queue becomes a new
-        entry while fewer than ``MAX_INFLIGHT`` are unapplied.
+        only be skipped for the gap) and the queue. The queue's head becomes a
+        new entry (``_take_group``) while fewer than ``MAX_INFLIGHT`` are unapplied.
         """
         with self._send_lock:
             sends: list[tuple[_Entry | None, int, list[bytes], list[_Pending]]] = []
@@ -614,8 +771,10 @@ class ClusterNode(Node):
                         held = True
                         break
                     sends.append((entry, *self._send_copy(entry, now), []))
-                if not held and self._queue and len(self._window) + self._reads_out < MAX_INFLIGHT:
-                    group, self._queue = self._queue, []
+                while (
+                    not held and self._queue and len(self._window) + self._reads_out < MAX_INFLIGHT
+                ):  # bounded: each turn fills one of the MAX_INFLIGHT places
+                    group = self._take_group()
                     writes = [p for p in group if p.record is not None]
                     reads = [p for p in group if p.record is None]
                     if writes:
@@ -633,6 +792,24 @@ class ClusterNode(Node):
                     self._engine.amber_apply([], callback=callback)
                 else:
                     self._engine.amber_apply(records, (self._origin, sent.seq), callback=callback)
+
+    def _take_group(self) -> list[_Pending]:
+        """The queue's head up to ``max_batch_bytes`` of records (at least one); lock held.
+
+        Bounds a Raft entry, hence the largest frame a peer sends
+        (:func:`max_frame_bytes`).
+        """
+        budget = self.config.limits.max_batch_bytes
+        size = 0
+        count = 0
+        for pending in self._queue:
+            cost = RECORD_OVERHEAD + (len(pending.record) if pending.record is not None else 0)
+            if count and size + cost > budget:
+                break
+            size += cost
+            count += 1
+        group, self._queue = self._queue[:count], self._queue[count:]
+        return group
 
     @staticmethod
     def _send_copy(entry: _Entry, now: float) -> tuple[int, list[bytes]]:

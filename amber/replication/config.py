@@ -7,7 +7,11 @@ from dataclasses import dataclass, field
 
 from ..errors import InvalidArgument
 
-__all__ = ["ClusterConfig", "parse_address", "parse_peers"]
+__all__ = ["MIN_SECRET_BYTES", "ClusterConfig", "parse_address", "parse_peers"]
+
+#: A shorter cluster secret is refused: the Raft port is reachable by anyone
+#: who can reach the host, and the secret is all that keeps them out.
+MIN_SECRET_BYTES = 16
 
 
 def parse_address(text: str) -> str:
@@ -36,7 +40,7 @@ class ClusterConfig:
     """Who this node is and who its peers are; see ``amber serve --help``."""
 
     node_id: str
-    #: ``host:port`` the Raft transport binds and peers reach this node at.
+    #: ``host:port`` peers reach this node at (and, unless ``raft_bind``, it binds).
     raft_address: str
     #: The other members, node id → ``host:port``.
     peers: Mapping[str, str] = field(default_factory=dict)
@@ -49,6 +53,8 @@ class ClusterConfig:
     compaction_entries: int = 20_000
     #: ... or this many seconds.
     compaction_seconds: float = 300.0
+    #: The host the Raft port listens on; empty: ``raft_address``'s host.
+    raft_bind: str = ""
 
     def __post_init__(self) -> None:
         if not self.node_id or "=" in self.node_id or "," in self.node_id:
@@ -65,5 +71,17 @@ class ClusterConfig:
                 "a cluster needs a secret (--cluster-secret-file) to encrypt and authenticate "
                 "Raft traffic; pass --insecure-cluster to run without one"
             )
+        if self.secret and len(self.secret.encode()) < MIN_SECRET_BYTES:
+            raise InvalidArgument(
+                f"the cluster secret is {len(self.secret.encode())} bytes; it must be at least "
+                f"{MIN_SECRET_BYTES} (e.g. `python -c 'import secrets; "
+                f"print(secrets.token_urlsafe(32))'`)"
+            )
         if self.timeout_s <= 0:
             raise InvalidArgument("the cluster timeout must be positive")
+
+    @property
+    def bind_address(self) -> str:
+        """``host:port`` the Raft port listens on."""
+        port = self.raft_address.rpartition(":")[2]
+        return f"{self.raft_bind}:{port}" if self.raft_bind else self.raft_address

@@ -31,15 +31,32 @@ original, so other users of PySyncObj in the same process keep working:
   received meanwhile is renamed into place under the guard's lock, so the
   background write, which checks the guard's generation under the same
   lock, can never put an older image over it (:class:`DumpGuard`).
+- **Bounded, linear frame reading.** PySyncObj reads everything a socket
+  holds into ``bytes`` grown with ``+=`` (quadratic) and only then looks at
+  the frame's length header, trusting it — before anything is authenticated.
+  A header of 2 GB plus junk made a leader buffer it all, hold the Raft
+  thread into elections and grow by the junk's size. The replacement
+  connection (:class:`Connection`) reads into a ``bytearray``, checks each
+  header as soon as its 4 bytes arrive and closes the connection when it
+  announces more than its :class:`FrameLimits` allow (a tiny limit until the
+  peer has sent one frame that decrypts, then the largest legitimate
+  message), or when an encrypted frame cannot be a Fernet token (its first
+  byte). Without limits (PySyncObj used outside Amber) it reads as before,
+  only linearly.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import pickle
+import socket
+import struct
 import threading
 import types
+import zlib
+from dataclasses import dataclass
 from typing import Any
 
 import pysyncobj.journal as _pso_journal
@@ -47,10 +64,20 @@ import pysyncobj.pickle as _pso_pickle
 import pysyncobj.serializer as _pso_serializer
 import pysyncobj.syncobj as _pso_syncobj
 import pysyncobj.tcp_connection as _pso_tcp
+import pysyncobj.tcp_server as _pso_tcp_server
+import pysyncobj.transport as _pso_transport
 
 from ..persistence.files import sync_fd
 
-__all__ = ["DumpGuard", "guard_dump", "install", "restricted_loads", "unguard_dump"]
+__all__ = [
+    "Connection",
+    "DumpGuard",
+    "FrameLimits",
+    "guard_dump",
+    "install",
+    "restricted_loads",
+    "unguard_dump",
+]
 
 #: The only classes a message or command may name. Protocol 2 (PySyncObj's)
 #: spells bytes as ``_codecs.encode`` (empty bytes as ``bytes()``) and sets
@@ -156,6 +183,129 @@ def _open_for_serializer(path: str, mode: str = "r", *args: Any, **kwargs: Any) 
     return open(path, mode, *args, **kwargs)
 
 
+@dataclass(frozen=True, slots=True)
+class FrameLimits:
+    """The largest frame (bytes after the 4-byte header) a connection accepts.
+
+    ``unauthenticated`` holds until the peer has sent one frame that decodes
+    (decrypts with the cluster secret, when there is one): PySyncObj's first
+    frame is a 32-byte key or a node address. ``authenticated`` is the
+    largest legitimate message.
+    """
+
+    unauthenticated: int
+    authenticated: int
+
+
+#: Fernet tokens are base64url of a version byte 0x80, so they start with "g".
+_FERNET_FIRST = ord("g")
+#: Once the frame at the head is complete, read ahead at most this much before parsing.
+_READ_AHEAD = 1 << 20
+_HEADER = struct.Struct("i")  # PySyncObj's: native signed int
+
+
+class Connection(_pso_tcp.TcpConnection):  # type: ignore[misc]
+    """PySyncObj's TCP connection, reading linearly and within :class:`FrameLimits`.
+
+    The methods below replace ``TcpConnection``'s private ones (hence the
+    mangled names); everything else is PySyncObj's.
+    """
+
+    #: Set by Amber's transport; ``None``: no limits (PySyncObj's behaviour).
+    frame_limits: FrameLimits | None = None
+    #: A frame from the peer decoded (decrypted) since the connection opened.
+    authenticated = False
+    #: Why the connection was last refused, for the log and tests.
+    refused: str | None = None
+    # PySyncObj's own attributes that the methods below assign.
+    _TcpConnection__readBuffer: bytes | bytearray
+    recvLastTimestamp: int
+
+    def disconnect(self) -> None:
+        self.authenticated = False
+        super().disconnect()
+
+    def connect(self, host: str, port: int) -> bool:
+        self.authenticated = False
+        self.refused = None
+        return bool(super().connect(host, port))
+
+    def _head(self, buffer: bytearray) -> int | None:
+        """The head frame's length in ``buffer`` (-1: header incomplete); None: refuse it."""
+        if len(buffer) < _HEADER.size:
+            return -1
+        (length,) = _HEADER.unpack_from(buffer)
+        limits = self.frame_limits
+        if limits is None:
+            return int(length) if length >= 0 else None
+        limit = limits.authenticated if self.authenticated else limits.unauthenticated
+        if not 0 < length <= limit:
+            self.refused = f"a frame header announces {length} bytes (limit {limit})"
+            return None
+        if self.encryptor and len(buffer) > _HEADER.size and buffer[_HEADER.size] != _FERNET_FIRST:
+            self.refused = "a frame that is not a Fernet token"
+            return None
+        return int(length)
+
+    def _TcpConnection__processRead(self) -> bool:
+        sock = self._TcpConnection__socket
+        try:
+            incoming = sock.recv(self._TcpConnection__recvBufferSize)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
+                self.disconnect()
+            return False
+        if not incoming or sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+            self.disconnect()
+            return False
+        buffer = self._TcpConnection__readBuffer
+        if not isinstance(buffer, bytearray):
+            buffer = self._TcpConnection__readBuffer = bytearray(buffer)
+        buffer += incoming
+        length = self._head(buffer)
+        if length is None:
+            self.disconnect()
+            return False
+        if self.frame_limits is None or length < 0 or len(buffer) < _HEADER.size + length:
+            return True
+        # The head frame is complete: parse before reading much more, so the
+        # frames behind it are checked before they pile up.
+        ahead = _READ_AHEAD if self.authenticated else self.frame_limits.unauthenticated
+        return len(buffer) < ahead
+
+    def _TcpConnection__processParseMessage(self) -> Any:
+        buffer = self._TcpConnection__readBuffer
+        if not isinstance(buffer, bytearray):
+            return None  # nothing read since the connection (re)opened
+        length = self._head(buffer)
+        if length is None:
+            self.disconnect()
+            return None
+        if length < 0 or len(buffer) - _HEADER.size < length:
+            return None
+        with memoryview(buffer) as view:
+            data = bytes(view[_HEADER.size : _HEADER.size + length])
+        try:
+            if self.encryptor:
+                stamp = self.encryptor.extract_timestamp(data)
+                if stamp < self.recvLastTimestamp:
+                    raise ValueError("a frame older than the previous one")
+                self.recvLastTimestamp = stamp
+                data = self.encryptor.decrypt(data)
+            message = _pso_tcp.pickle.loads(zlib.decompress(data))
+            if self.recvRandKey:
+                key, message = message
+                if key != self.recvRandKey:
+                    raise ValueError("a frame with another connection's key")
+        except Exception as exc:
+            self.refused = f"a frame that does not decode ({type(exc).__name__})"
+            self.disconnect()
+            return None
+        del buffer[: _HEADER.size + length]
+        self.authenticated = True
+        return message
+
+
 _installed = False
 _lock = threading.Lock()
 
@@ -178,4 +328,6 @@ def install() -> None:
         _pso_serializer.atomicReplace = _replace_dump
         _pso_serializer.open = _open_for_serializer
         _pso_syncobj.createJournal = _journal_for
+        _pso_tcp_server.TcpConnection = Connection
+        _pso_transport.TcpConnection = Connection
         _installed = True

@@ -7,12 +7,17 @@ one", -1 "off" —
 - RESP (Redis protocol) — :mod:`amber.server.resp`;
 - HTTP/JSON — ``amber.server.http.create_app(ctx)`` served by uvicorn on this
   same loop;
-- the KV text protocol — ``amber.server.kvtext.start_kvtext(ctx, host, port)``.
+- the KV text protocol — ``amber.server.kvtext.start_kvtext(ctx, host, port)``;
+- with ``tls_port`` / ``http_tls_port`` (off by default), RESP and HTTP over
+  TLS on ports of their own (:mod:`amber.server.tls`), as the same front
+  ends with the same password.
 
 Then it prints one line per listener and a last ``ready`` line on stdout::
 
     listening resp 127.0.0.1:7379
+    listening tls 127.0.0.1:7389
     listening http 127.0.0.1:7380
+    listening https 127.0.0.1:7390
     listening kvtext 127.0.0.1:4040
     ready
 
@@ -48,6 +53,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -63,6 +69,7 @@ from .commands.admin import snapshots_of
 from .context import ServerContext
 from .resp import RespLimits, RespServer
 from .settings import ServeSettings, exposed_without_password
+from .tls import HANDSHAKE_TIMEOUT_S, server_context
 
 __all__ = ["KeyspaceNotifier", "run", "serve"]
 
@@ -130,11 +137,13 @@ class _Listeners:
     """What was started, for the shutdown."""
 
     def __init__(self) -> None:
-        self.resp: RespServer | None = None
-        self.http: Any = None
-        #: The FastAPI app, so shutdown can end its open watch streams.
+        #: RESP servers: plain, TLS or both.
+        self.resp: list[RespServer] = []
+        #: uvicorn servers (plain HTTP, HTTPS or both) sharing one app ...
+        self.http: list[Any] = []
+        #: ... the FastAPI app, so shutdown can end its open watch streams.
         self.http_app: Any = None
-        self.http_task: asyncio.Task[Any] | None = None
+        self.http_tasks: list[asyncio.Task[Any]] = []
         self.kvtext: asyncio.Server | None = None
         self.lines: list[str] = []
         self.ports: dict[str, int] = {}
@@ -152,9 +161,36 @@ def _bound_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def _start_http(
-    ctx: ServerContext, settings: ServeSettings, listeners: _Listeners, state: ServerState
+async def _start_resp(  # noqa: PLR0917
+    state: ServerState,
+    settings: ServeSettings,
+    listeners: _Listeners,
+    name: str,
+    port: int,
+    tls: ssl.SSLContext | None,
 ) -> None:
+    resp = RespServer(
+        state,
+        RespLimits(
+            max_request_bytes=settings.max_request_bytes, max_pipeline=settings.max_pipeline
+        ),
+    )
+    await resp.start(settings.bind, port, ssl=tls, ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S)
+    listeners.resp.append(resp)
+    listeners.ports[name] = resp.port
+    state.config.values["port" if tls is None else "tls-port"] = str(resp.port)
+    listeners.lines.append(f"listening {name} {settings.bind}:{resp.port}")
+
+
+async def _start_http(  # noqa: PLR0917
+    ctx: ServerContext,
+    settings: ServeSettings,
+    listeners: _Listeners,
+    state: ServerState,
+    port: int,
+    tls: ssl.SSLContext | None,
+) -> None:
+    """One uvicorn server on ``port`` (HTTPS with ``tls``); a second shares the first's app."""
     try:
         import uvicorn  # noqa: PLC0415  (optional front end)
 
@@ -179,8 +215,9 @@ async def _start_http(
         def capture_signals(self) -> Iterator[None]:
             yield
 
-    sock = _bound_socket(settings.bind, settings.http_port)
-    listeners.http_app = create_app(ctx, password=lambda: state.password or "")
+    sock = _bound_socket(settings.bind, port)
+    if listeners.http_app is None:
+        listeners.http_app = create_app(ctx, password=lambda: state.password or "")
     config = uvicorn.Config(
         listeners.http_app,
         log_level="warning",
@@ -188,22 +225,26 @@ async def _start_http(
         lifespan="on",
         timeout_graceful_shutdown=int(settings.shutdown_timeout),
         http=protocol_with_timeouts(settings.http_header_timeout, settings.http_body_timeout),
+        # uvicorn's public hook for a context of our own (TLS 1.2+, client certs).
+        ssl_context_factory=None if tls is None else (lambda _config, _default: tls),
     )
     server = _EmbeddedServer(config)
-    listeners.http = server
-    # uvicorn keeps its open connections (keep-alive ones too) in one set.
-    open_connections = server.server_state.connections
-    ctx.metrics.count_connections("http", lambda: len(open_connections))
-    listeners.http_task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+    listeners.http.append(server)
+    # uvicorn keeps its open connections (keep-alive ones too) in one set per server.
+    open_sets = [s.server_state.connections for s in listeners.http]
+    ctx.metrics.count_connections("http", lambda: sum(len(c) for c in open_sets))
+    task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+    listeners.http_tasks.append(task)
     for _ in range(500):
-        if server.started or listeners.http_task.done():
+        if server.started or task.done():
             break
         await asyncio.sleep(0.01)
-    if listeners.http_task.done():
-        listeners.http_task.result()  # raises what went wrong
-    port = sock.getsockname()[1]
-    listeners.ports["http"] = port
-    listeners.lines.append(f"listening http {settings.bind}:{port}")
+    if task.done():
+        task.result()  # raises what went wrong
+    name = "http" if tls is None else "https"
+    bound = sock.getsockname()[1]
+    listeners.ports[name] = bound
+    listeners.lines.append(f"listening {name} {settings.bind}:{bound}")
 
 
 async def _start_kvtext(
@@ -255,6 +296,8 @@ async def serve(
     """Run the server until ``stop`` is set or SIGTERM/SIGINT; returns the exit code."""
     loop = asyncio.get_running_loop()
     say = announce or (lambda line: print(line, flush=True))
+    # Certificates and keys are checked before recovery, which can take long.
+    tls = server_context(settings)
     db = await loop.run_in_executor(None, lambda: _open_database(settings))
     for note in db.recovery_notes:
         log.warning("recovery: %s", note)
@@ -307,20 +350,13 @@ async def serve(
                 installed.append(int(wanted))
     try:
         if settings.port >= 0:
-            resp = RespServer(
-                state,
-                RespLimits(
-                    max_request_bytes=settings.max_request_bytes,
-                    max_pipeline=settings.max_pipeline,
-                ),
-            )
-            await resp.start(settings.bind, settings.port)
-            listeners.resp = resp
-            listeners.ports["resp"] = resp.port
-            state.config.values["port"] = str(resp.port)
-            listeners.lines.append(f"listening resp {settings.bind}:{resp.port}")
+            await _start_resp(state, settings, listeners, "resp", settings.port, None)
+        if settings.tls_port >= 0 and tls is not None:
+            await _start_resp(state, settings, listeners, "tls", settings.tls_port, tls)
         if settings.http_port >= 0:
-            await _start_http(ctx, settings, listeners, state)
+            await _start_http(ctx, settings, listeners, state, settings.http_port, None)
+        if settings.http_tls_port >= 0 and tls is not None:
+            await _start_http(ctx, settings, listeners, state, settings.http_tls_port, tls)
         if settings.kvtext_port >= 0:
             await _start_kvtext(ctx, settings, listeners, state)
         for line in listeners.lines:
@@ -346,18 +382,19 @@ async def _shutdown(  # noqa: PLR0917
     loop = asyncio.get_running_loop()
     if listeners.kvtext is not None:
         listeners.kvtext.close()
-    if listeners.http is not None:
+    if listeners.http:
         # An open SSE watch would hold uvicorn's graceful shutdown for its
         # whole timeout: end the streams (clients resume with Last-Event-ID).
         from .http import close_streams  # noqa: PLC0415  (optional front end)
 
         close_streams(listeners.http_app)
-        listeners.http.should_exit = True
-    if listeners.resp is not None:
-        await listeners.resp.shutdown(settings.shutdown_timeout)
-    if listeners.http_task is not None:
+        for http in listeners.http:
+            http.should_exit = True
+    if listeners.resp:
+        await asyncio.gather(*(resp.shutdown(settings.shutdown_timeout) for resp in listeners.resp))
+    for task in listeners.http_tasks:
         with contextlib.suppress(Exception, asyncio.CancelledError):
-            await asyncio.wait_for(listeners.http_task, settings.shutdown_timeout + 1)
+            await asyncio.wait_for(task, settings.shutdown_timeout + 1)
     if listeners.kvtext is not None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(listeners.kvtext.wait_closed(), 1.0)

@@ -18,6 +18,12 @@ Example ``amber.toml``::
     requirepass = "s3cret"
     max_clients = 10000
     idle_timeout = 300
+    tls_port = 7389           # RESP over TLS (-1, the default: off)
+    http_tls_port = 7390      # HTTPS (-1, the default: off)
+    tls_cert_file = "/etc/amber/server.crt"
+    tls_key_file = "/etc/amber/server.key"
+    tls_ca_cert_file = "/etc/amber/ca.crt"
+    tls_auth_clients = "yes"  # yes | optional | no, as Redis' tls-auth-clients
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from ..backup import BackupPolicy
 from ..config import DURABILITY_MODES, Config, Limits
 from ..errors import InvalidArgument
 from ..replication.config import ClusterConfig, parse_peers
+from .tls import check_settings as check_tls_settings
 
 __all__ = ["ServeSettings", "exposed_without_password", "load_settings"]
 
@@ -52,6 +59,20 @@ class ServeSettings:
     port: int = 7379
     http_port: int = 7380
     kvtext_port: int = 4040
+    #: RESP over TLS (Redis' ``tls-port``); -1: off. Plain RESP stays on ``port``
+    #: unless that is -1 too.
+    tls_port: int = -1
+    #: HTTPS (HTTP/JSON over TLS) on its own port; -1: off.
+    http_tls_port: int = -1
+    #: The server's certificate chain (PEM) for both TLS ports.
+    tls_cert_file: str = ""
+    #: Its private key (PEM, unencrypted).
+    tls_key_file: str = ""
+    #: The CA (PEM) that client certificates must be signed by.
+    tls_ca_cert_file: str = ""
+    #: Client certificates: ``yes`` required (Redis' default; needs the CA),
+    #: ``optional`` verified if presented, ``no`` not asked for.
+    tls_auth_clients: str = "yes"
     durability: str = "always"
     #: ``interval`` mode: fsync every this many milliseconds.
     interval_ms: int = 100
@@ -80,8 +101,10 @@ class ServeSettings:
     log_level: str = "info"
     #: Cluster mode (all four below, or none): this node's id, ...
     node_id: str = ""
-    #: ... its Raft port on ``bind`` ...
+    #: ... its Raft port on ``raft_bind`` ...
     raft_port: int = 0
+    #: The address the Raft port listens on and peers reach it at (empty: ``bind``).
+    raft_bind: str = ""
     #: ... the other members, ``n2=host:port,n3=host:port`` ...
     peers: str = ""
     #: ... and a file holding the secret that encrypts and authenticates Raft traffic.
@@ -101,7 +124,7 @@ class ServeSettings:
             raise InvalidArgument(
                 f"durability must be one of {', '.join(DURABILITY_MODES)}, not {self.durability!r}"
             )
-        for name in ("port", "http_port", "kvtext_port"):
+        for name in ("port", "http_port", "kvtext_port", "tls_port", "http_tls_port"):
             port = getattr(self, name)
             if not -1 <= port <= 65535:
                 raise InvalidArgument(f"{name} must be 0-65535 (0: any free port, -1: off)")
@@ -119,6 +142,7 @@ class ServeSettings:
             raise InvalidArgument("backup_s3 must be an s3://bucket/prefix/ URL")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise InvalidArgument("log_level must be debug, info, warning or error")
+        check_tls_settings(self)
 
     @property
     def clustered(self) -> bool:
@@ -140,7 +164,7 @@ class ServeSettings:
                 raise InvalidArgument(f"cluster secret file {self.cluster_secret_file} is empty")
         return ClusterConfig(
             node_id=self.node_id,
-            raft_address=f"{self.bind}:{self.raft_port}",
+            raft_address=f"{self.raft_bind or self.bind}:{self.raft_port}",
             peers=parse_peers(self.peers),
             secret=secret,
             insecure=self.insecure_cluster,
@@ -192,6 +216,12 @@ class ServeSettings:
             "amber-durability": self.durability,
             "amber-http-port": str(self.http_port),
             "amber-kvtext-port": str(self.kvtext_port),
+            "tls-port": str(self.tls_port),
+            "tls-cert-file": self.tls_cert_file,
+            "tls-key-file": self.tls_key_file,
+            "tls-ca-cert-file": self.tls_ca_cert_file,
+            "tls-auth-clients": self.tls_auth_clients,
+            "amber-http-tls-port": str(self.http_tls_port),
         }
 
 

@@ -1,8 +1,10 @@
 """Batches: the only input that changes a store, and their log encoding.
 
-A batch is ``compares`` (all must hold) and ``ops`` (applied all-or-nothing);
-the whole batch gets one revision. Batches are what the write-ahead log and,
-later, the Raft log carry, so their encoding is a persistent format:
+A batch is ``compares`` (all must hold) and ``ops`` (applied all-or-nothing;
+an ``Update`` whose function refuses the value it finds is a no-op inside
+the batch, not a failure of it); the whole batch gets one revision.
+Batches are what the write-ahead log and, later, the Raft log carry, so
+their encoding is a persistent format:
 
 ``record = u64le time_ms ‖ msgpack([BATCH_FORMAT, compares, ops])``
 
@@ -22,6 +24,7 @@ from typing import Any, Literal, TypeAlias
 
 from ..errors import Corrupted, InvalidArgument
 from ..model import pack, unpack
+from .updates import UPDATES
 
 BATCH_FORMAT = 1
 _TIME = struct.Struct("<Q")
@@ -44,6 +47,9 @@ class Put:
     ttl_ms: int | None = None
     #: Keep the key's current expiry instead of clearing it (Redis KEEPTTL).
     keep_ttl: bool = False
+    #: Expire at this Unix time in ms (Redis EXPIREAT/PXAT): stored exactly,
+    #: not turned into a TTL and back with two clock reads. Wins over ``ttl_ms``.
+    expires_at_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +63,22 @@ class Merge:
     key: str
     patch: Any
     ttl_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """Set ``key`` to ``UPDATES[fn](current value, *args)``, computed when the batch applies.
+
+    For read-modify-writes whose result is a pure function of the current
+    value (INCR, APPEND, HINCRBY): no read, no compare, nothing to retry.
+    A function that refuses the value changes nothing; the batch's other
+    ops apply. The key keeps its expiry. See :mod:`amber.store.updates`.
+    """
+
+    table: str
+    key: str
+    fn: str
+    args: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +109,7 @@ class DropTable:
     table: str
 
 
-Op: TypeAlias = Put | Merge | Delete | Expire | DropTable
+Op: TypeAlias = Put | Merge | Update | Delete | Expire | DropTable
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,14 +138,18 @@ class Batch:
     time_ms: int = 0
 
 
-_PUT, _MERGE, _DELETE, _EXPIRE, _DROP = 1, 2, 3, 4, 5
+_PUT, _MERGE, _DELETE, _EXPIRE, _DROP, _PUT_AT, _UPDATE = 1, 2, 3, 4, 5, 6, 7
 
 
 def _encode_op(op: Op) -> list[Any]:
     if type(op) is Put:
+        if op.expires_at_ms is not None:  # its own code: an older reader refuses, not drops it
+            return [_PUT_AT, op.table, op.key, op.value, op.expires_at_ms]
         return [_PUT, op.table, op.key, op.value, op.ttl_ms, op.keep_ttl]
     if type(op) is Merge:
         return [_MERGE, op.table, op.key, op.patch, op.ttl_ms]
+    if type(op) is Update:
+        return [_UPDATE, op.table, op.key, op.fn, list(op.args)]
     if type(op) is Delete:
         return [_DELETE, op.table, op.key]
     if type(op) is Expire:
@@ -145,6 +171,12 @@ def _decode_op(raw: Any) -> Op:
         return Expire(raw[1], raw[2], raw[3])
     if code == _DROP:
         return DropTable(raw[1])
+    if code == _PUT_AT:
+        return Put(raw[1], raw[2], raw[3], expires_at_ms=raw[4])
+    if code == _UPDATE:
+        if raw[3] not in UPDATES:
+            raise Corrupted(f"unknown update {raw[3]!r} (written by a newer Amber?)")
+        return Update(raw[1], raw[2], raw[3], tuple(raw[4]))
     raise Corrupted(f"unknown batch operation code {code!r} (written by a newer Amber?)")
 
 

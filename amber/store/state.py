@@ -29,14 +29,15 @@ import operator
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Final, Literal, TypeAlias, cast
+from typing import Any, Final, Literal, NamedTuple, TypeAlias, cast
 
 from sortedcontainers import SortedList
 
 from ..config import Limits
 from ..errors import AmberError, ConditionFailed, Corrupted, TooLarge
 from ..model import json_equal, merge_patch, pack, unpack
-from .batch import Batch, Compare, Delete, DropTable, Expire, Merge, Op, Put
+from .batch import Batch, Compare, Delete, DropTable, Expire, Merge, Op, Put, Update
+from .updates import ABSENT, UNCHANGED, UPDATES, Refused
 
 #: ``(value, create_revision, mod_revision, version, expires_at_ms | None)``
 Record: TypeAlias = tuple[Any, int, int, int, int | None]
@@ -77,6 +78,17 @@ class Change:
     prev: Record | None
 
 
+class Updated(NamedTuple):
+    """The outcome of an ``Update`` op: the key's record after it and the command's answer."""
+
+    #: The key's record after the op (the unchanged one if it refused; None: absent).
+    record: Record | None
+    #: What the update function answered (None if it refused).
+    result: Any
+    #: Why it changed nothing (a Redis error reply's text), or None.
+    error: str | None
+
+
 @dataclass(slots=True)
 class ApplyResult:
     """What applying one batch did."""
@@ -85,8 +97,9 @@ class ApplyResult:
     #: The store's revision after the batch (the batch's own if it changed anything).
     revision: int
     changes: list[Change]
-    #: Per op: the new record for put/merge, the previous one for delete, else None.
-    outcomes: list[Record | None]
+    #: Per op: the new record for put/merge, the previous one for delete, an
+    #: :class:`Updated` for an update, else None.
+    outcomes: list[Record | Updated | None]
     #: Why the batch changed nothing (a failed compare, a merge grown too large).
     error: AmberError | None = None
 
@@ -274,7 +287,7 @@ class Store:
             if not compare_holds(compare, record):
                 return ApplyResult(seq, self.revision, [], [], _failed(compare))
         revision = self.revision + 1
-        outcomes: list[Record | None] = []
+        outcomes: list[Record | Updated | None] = []
         try:
             for op in batch.ops:
                 outcomes.append(self._stage(staging, op, revision, now))
@@ -285,7 +298,7 @@ class Store:
             self.revision = revision
         return ApplyResult(seq, self.revision, staging.changes, outcomes)
 
-    def _stage(self, staging: _Staging, op: Op, revision: int, now: int) -> Record | None:
+    def _stage(self, staging: _Staging, op: Op, revision: int, now: int) -> Record | Updated | None:
         kind = type(op)
         if kind is Put or kind is Merge:
             # ``type(op) is`` and casts, not ``isinstance``: this runs for every write.
@@ -294,8 +307,10 @@ class Store:
             if kind is Put:
                 put = cast("Put", op)
                 value = put.value
-                if put.ttl_ms is not None:
-                    expires: int | None = now + put.ttl_ms
+                if put.expires_at_ms is not None:
+                    expires: int | None = put.expires_at_ms
+                elif put.ttl_ms is not None:
+                    expires = now + put.ttl_ms
                 else:
                     expires = prev[EXPIRES] if (put.keep_ttl and prev is not None) else None
             else:
@@ -318,6 +333,8 @@ class Store:
                 written.table, written.key, "put" if kind is Put else "merge", record, prev
             )
             return record
+        if kind is Update:
+            return self._update(staging, cast("Update", op), revision)
         if kind is Delete:
             assert isinstance(op, Delete)
             prev = staging.live(op.table, op.key)
@@ -333,6 +350,23 @@ class Store:
         assert isinstance(op, DropTable)
         staging.drop(op.table)
         return None
+
+    def _update(self, staging: _Staging, op: Update, revision: int) -> Updated:
+        prev = staging.live(op.table, op.key)
+        try:
+            value, result = UPDATES[op.fn](ABSENT if prev is None else prev[VALUE], *op.args)
+            if value is not UNCHANGED and len(pack(value)) > self.limits.max_value_bytes:
+                raise Refused(f"the value would grow past {self.limits.max_value_bytes} bytes")
+        except Refused as exc:
+            return Updated(prev, None, exc.reply_text())
+        if value is UNCHANGED:
+            return Updated(prev, result, None)
+        if prev is None:
+            record: Record = (value, revision, revision, 1, None)
+        else:
+            record = (value, prev[CREATE], revision, prev[VERSION] + 1, prev[EXPIRES])
+        staging.stage(op.table, op.key, "put", record, prev)
+        return Updated(record, result, None)
 
     def _commit(self, staging: _Staging) -> None:
         for name in staging.cleared:

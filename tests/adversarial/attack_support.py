@@ -35,7 +35,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "server"))
 
-from server_support import ServerFactory, ServerProcess, start_server
+from server_support import ServerFactory, ServerProcess, redis_server, start_server
 
 __all__ = [
     "PING_LIMIT_S",
@@ -45,6 +45,7 @@ __all__ = [
     "ServerProcess",
     "assert_responsive",
     "files_outside",
+    "redis_server",
     "rss_bytes",
     "sandbox",
     "server_factory",

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from attack_support import sandbox, server_factory
+from attack_support import redis_server, sandbox, server_factory
 
-__all__ = ["sandbox", "server_factory"]
+__all__ = ["redis_server", "sandbox", "server_factory"]

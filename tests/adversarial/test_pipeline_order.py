@@ -11,12 +11,7 @@ the commands Redis has, with a real redis-server 7.0.15 run side by side.
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -49,6 +44,8 @@ redis_command = st.one_of(
     st.tuples(st.just("GETDEL"), key),
     st.tuples(st.just("SETNX"), key, value),
     st.tuples(st.just("STRLEN"), key),
+    st.tuples(st.just("GETEX"), key, st.sampled_from(["PERSIST", "FOO"])),
+    st.tuples(st.just("GETEX"), key, st.just("EX"), st.sampled_from(["100", "0"])),
 )
 #: Amber's document commands too (compared with Amber one at a time).
 mixed_command = st.one_of(
@@ -59,6 +56,12 @@ mixed_command = st.one_of(
     st.tuples(st.just("JSON.NUMINCRBY"), key, st.just("$.n"), st.just("2")),
     st.tuples(st.just("JSON.DEL"), key),
     st.tuples(st.just("JSON.GET"), key),
+    # Hash and JSON array writes read first (the solo route) between coalesced writes.
+    st.tuples(st.just("HSET"), key, st.sampled_from(["f", "g"]), value),
+    st.tuples(st.just("HDEL"), key, st.sampled_from(["f", "g"])),
+    st.tuples(st.just("HINCRBY"), key, st.just("n"), st.just("3")),
+    st.tuples(st.just("HGETALL"), key),
+    st.tuples(st.just("JSON.ARRAPPEND"), key, st.just("$"), st.just("1")),
     st.tuples(st.just("MULTI"), st.just("")).map(  # a MULTI block (placeholder, expanded below)
         lambda _: ("MULTI",)
     ),
@@ -129,45 +132,6 @@ def amber(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         yield factory()
     finally:
         factory.cleanup()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[redis.Redis]:
-    """A real redis-server on loopback, no persistence; stopped by its pid."""
-    binary = shutil.which("redis-server")
-    assert binary is not None, "redis-server is needed (.ci/run installs it)"
-    port = _free_port()
-    folder: Path = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
-        cwd=folder,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port, socket_timeout=10)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.05)
-    assert client.info("server")["redis_version"].startswith("7.")
-    try:
-        yield client
-    finally:
-        client.close()
-        proc.terminate()
-        proc.wait(10)
 
 
 #: Random pipelines against one server per module (300: the reported bug needs ~100 to appear).

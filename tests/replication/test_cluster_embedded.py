@@ -18,6 +18,7 @@ import pytest
 
 import amber
 from amber import ClusterConfig
+from amber.database import Put, Update, UpdateResult
 from amber.errors import InvalidArgument
 from amber.replication.local import free_base_port
 
@@ -30,7 +31,7 @@ def _configs(n: int, **options: Any) -> list[ClusterConfig]:
             name,
             address,
             {k: v for k, v in addresses.items() if k != name},
-            secret="test-secret",
+            secret="test-secret-of-32-bytes-at-least",
             **options,
         )
         for name, address in addresses.items()
@@ -80,6 +81,18 @@ def test_writes_on_any_member_are_replicated_with_the_same_revisions(trio: list[
     assert len({db.revision for db in trio}) == 1
     entries = [db.table("t").entry("k2") for db in trio]
     assert len({(e.mod_revision, e.version) for e in entries if e}) == 1
+
+
+def test_updates_are_computed_alike_on_every_member(trio: list[amber.Database]):
+    """An Update op replicates as the op; each member computes the same value."""
+    for i in range(30):
+        result = trio[i % 3].txn([], [Update("t", "counter", "incr", (2,))])
+        outcome = result.entries[0]
+        assert isinstance(outcome, UpdateResult) and outcome.result == 2 * (i + 1)
+    trio[0].txn([], [Update("t", "counter", "append", ("x",)), Put("t", "after", 1)])
+    states = [_rows(db) for db in trio]
+    assert states[0] == states[1] == states[2]
+    assert states[0]["t"] == {"counter": "60x", "after": 1}  # INCR keeps a text counter text
 
 
 def test_a_write_is_visible_on_the_member_that_took_it_when_acknowledged(

@@ -250,7 +250,7 @@ def _open_trio(folder: Path, **options: Any) -> list[amber.Database]:
             name,
             address,
             {k: v for k, v in addresses.items() if k != name},
-            secret="test-secret",
+            secret="test-secret-of-32-bytes-at-least",
             **options,
         )
         for name, address in addresses.items()

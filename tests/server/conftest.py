@@ -10,8 +10,16 @@ from server_support import (
     ServerFactory,
     ServerProcess,
     amber_server,
+    redis_server,
     server_factory,
     start_server,
 )
 
-__all__ = ["ServerFactory", "ServerProcess", "amber_server", "server_factory", "start_server"]
+__all__ = [
+    "ServerFactory",
+    "ServerProcess",
+    "amber_server",
+    "redis_server",
+    "server_factory",
+    "start_server",
+]

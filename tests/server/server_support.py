@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 START_TIMEOUT_S = 30.0
 
@@ -184,3 +187,59 @@ def amber_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
             if server.proc.poll() is None:
                 server.stop()
         factory.cleanup()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[redis.Redis]:
+    """A real redis-server 7 on loopback, no persistence, for side-by-side checks.
+
+    Redis behaviour is settled by running it, not from memory; stopped by its pid.
+    """
+    binary = shutil.which("redis-server")
+    assert binary is not None, "redis-server is needed (.ci/run installs it)"
+    port = _free_port()
+    folder: Path = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port, socket_timeout=10)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.05)
+    assert client.info("server")["redis_version"].startswith("7.")
+    try:
+        yield client
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(10)
+
+
+def replies(client: redis.Redis, commands: list[tuple[str, ...]]) -> list[Any]:
+    """Each command's reply, or ``"error: <text>"``; one command at a time.
+
+    Two servers' answers to the same commands then compare with ``==``.
+    """
+    out: list[Any] = []
+    for command in commands:
+        try:
+            out.append(client.execute_command(*command))
+        except redis.ResponseError as exc:
+            out.append(f"error: {exc}")
+    return out

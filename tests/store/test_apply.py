@@ -131,6 +131,14 @@ def test_keep_ttl() -> None:
     assert store.table_state("t").rows["a"][4] is None
 
 
+def test_absolute_expiry_is_kept_as_given_whatever_the_batch_time() -> None:
+    store = Store()
+    run(store, Put("t", "a", 1, expires_at_ms=33177117420001), now=1000)
+    assert store.table_state("t").rows["a"][4] == 33177117420001
+    run(store, Put("t", "b", 1, expires_at_ms=1500), now=1000)
+    assert store.due_expirations(2000) == [Expire("t", "b", 2)]
+
+
 def test_merge_past_value_limit_fails_whole_batch() -> None:
     store = Store(Limits(max_value_bytes=64))
     run(store, Put("t", "a", freeze({"s": "x" * 40})))
@@ -178,6 +186,7 @@ def test_batch_codec_round_trip() -> None:
     batch = Batch(
         (
             Put("t", "k", freeze({"a": [1, 2.5, None]}), 10, True),
+            Put("t", "k", "v", expires_at_ms=33177117420001),
             Merge("t", "k", freeze({"b": 1})),
             Delete("t", "x"),
             Expire("t", "y", 4),

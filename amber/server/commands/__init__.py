@@ -10,8 +10,11 @@ from . import (  # noqa: F401  (importing registers the commands)
     admin,
     cluster,
     documents,
+    hashes,
+    json_more,
     keyspace,
     pubsub,
+    refused,
     strings,
     transactions,
 )

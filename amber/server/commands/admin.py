@@ -164,7 +164,8 @@ def _client_name(raw: bytes) -> str:
 def client_line(s: Any) -> str:
     now = time.monotonic()
     return (
-        f"id={s.id} addr={s.peer} laddr= fd=-1 name={s.name} age={int(now - s.created)} "
+        f"id={s.id} addr={s.peer} laddr={s.local} fd={s.fd} name={s.name} "
+        f"age={int(now - s.created)} "
         f"idle={int(now - s.last_active)} flags={'P' if s.subscriptions else 'N'} db=0 "
         f"sub={len(s.channels)} psub={len(s.patterns)} ssub=0 "
         f"multi={-1 if s.multi is None else len(s.multi)} watch={len(s.watched)} "
@@ -172,6 +173,78 @@ def client_line(s: Any) -> str:
         f"tot-mem=0 events=r cmd={s.last_command.lower() or 'NULL'} user=default redir=-1 "
         f"resp={s.protocol} lib-name={s.lib_name} lib-ver={s.lib_ver}"
     )
+
+
+_CLIENT_TYPES = (b"NORMAL", b"MASTER", b"SLAVE", b"REPLICA", b"PUBSUB")
+
+
+def _client_kill(session: Any, args: list[bytes]) -> Any:
+    """CLIENT KILL ip:port (old form: ``OK``, may kill the caller) or by filters (a count).
+
+    Filters as in Redis 7.0: ``ID``, ``TYPE``, ``USER``, ``ADDR``, ``LADDR``,
+    ``SKIPME yes|no`` (default yes); every filter given must match.
+    """
+    sessions = list(session.state.sessions.values())
+    if len(args) == 3:
+        address = args[2].decode("utf-8", "replace")
+        target = next((s for s in sessions if s.peer == address), None)
+        if target is None:
+            raise CommandError("No such client")
+        _kill(session, target)
+        return OK
+    if len(args) % 2:
+        raise CommandError("syntax error")
+    wanted: dict[str, Any] = {}  # Session attribute -> value it must have
+    pubsub: bool | None = None  # TYPE: subscribed or not
+    replication = False  # TYPE MASTER/REPLICA: Amber has no such links over RESP
+    skipme = True
+    for word, raw in zip(args[2::2], args[3::2], strict=True):
+        name = word.upper()
+        text = raw.decode("utf-8", "replace")
+        if name == b"ID":
+            ident = int(raw) if raw.isdigit() else 0
+            if ident <= 0:
+                raise CommandError("client-id should be greater than 0")
+            wanted["id"] = ident
+        elif name == b"TYPE":
+            kind = raw.upper()
+            if kind not in _CLIENT_TYPES:
+                raise CommandError(f"Unknown client type '{text}'")
+            replication = kind not in (b"NORMAL", b"PUBSUB")
+            pubsub = kind == b"PUBSUB"
+        elif name == b"USER":
+            if text != "default":
+                raise CommandError(f"No such user '{text}'")
+        elif name == b"ADDR":
+            wanted["peer"] = text
+        elif name == b"LADDR":
+            wanted["local"] = text
+        elif name == b"SKIPME":
+            if raw.lower() not in (b"yes", b"no"):
+                raise CommandError("syntax error")
+            skipme = raw.lower() == b"yes"
+        else:
+            raise CommandError("syntax error")
+    if replication:
+        return 0
+    killed = 0
+    for target in sessions:
+        if skipme and target is session:
+            continue
+        if pubsub is not None and bool(target.subscriptions) != pubsub:
+            continue
+        if all(getattr(target, attr) == value for attr, value in wanted.items()):
+            _kill(session, target)
+            killed += 1
+    return killed
+
+
+def _kill(session: Any, target: Any) -> None:
+    """The caller itself gets its reply first, then is closed (as QUIT), as in Redis."""
+    if target is session:
+        session.closing = True
+    else:
+        target.kill()
 
 
 @command("CLIENT", -2, "", group="connection")
@@ -203,12 +276,8 @@ def client(session: Any, kv: Any, args: list[bytes]) -> Any:
         else:
             raise CommandError(f"Unrecognized option '{args[2].decode('utf-8', 'replace')}'")
         return OK
-    if sub == b"KILL" and len(args) == 4 and args[2].upper() == b"ID":
-        target = session.state.sessions.get(parse_int(args[3]))
-        if target is None:
-            raise CommandError("No such client")
-        target.kill()
-        return 1
+    if sub == b"KILL" and len(args) >= 3:
+        return _client_kill(session, args)
     if sub in (b"NO-EVICT", b"NO-TOUCH") and len(args) == 3:
         return OK
     name = args[1].decode("utf-8", "replace")
@@ -259,11 +328,11 @@ def config(session: Any, kv: Any, args: list[bytes]) -> Any:
             found.update(runtime.get(pattern.decode("utf-8", "replace")))
         return {k: v.encode() for k, v in found.items()}
     if sub == b"SET" and len(args) >= 4 and len(args) % 2 == 0:
-        for i in range(2, len(args), 2):
-            runtime.set(args[i].decode("utf-8", "replace"), args[i + 1].decode("utf-8", "replace"))
+        text = [arg.decode("utf-8", "replace") for arg in args[2:]]
+        runtime.set_many(list(zip(text[::2], text[1::2], strict=True)))
         return OK
     if sub == b"RESETSTAT" and len(args) == 2:
-        session.state.stats.reset()
+        session.state.reset_stats()
         return OK
     if sub == b"REWRITE":
         raise CommandError("CONFIG REWRITE is not supported: edit the TOML file instead")
@@ -307,6 +376,7 @@ def info_sections(state: Any) -> dict[str, dict[str, Any]]:
             "process_id": state.pid,
             "run_id": _RUN_ID,
             "tcp_port": state.config.values.get("port", ""),
+            "tls_port": state.config.values.get("tls-port", "-1"),
             "uptime_in_seconds": uptime,
             "uptime_in_days": uptime // 86400,
             "executable": sys.argv[0] if sys.argv else "",
@@ -363,6 +433,14 @@ def info_sections(state: Any) -> dict[str, dict[str, Any]]:
             **extra,
         },
     }
+    sections["modules"] = {
+        "module": ",".join(
+            f"name={m['name']},ver={m['ver']},api=1,filters=0,usedby=[],using=[],options=[]"
+            for m in _modules()
+        )
+    }
+    # Redis Cluster (hash slots) is not spoken; a Raft cluster shows under "replication".
+    sections["cluster"] = {"cluster_enabled": 0}
     tables = stats.get("tables", {})
     keys = sum(tables.values())
     sections["keyspace"] = {"db0": f"keys={keys},expires=0,avg_ttl=0"} if keys else {}
@@ -379,9 +457,18 @@ def info_sections(state: Any) -> dict[str, dict[str, Any]]:
 
 _APPENDFSYNC = {"always": "always", "interval": "everysec", "never": "no"}
 _DEFAULT_SECTIONS = (
-    "server", "clients", "memory", "persistence", "stats", "replication", "cpu", "amber",
-    "keyspace",
+    "server", "clients", "memory", "persistence", "stats", "replication", "cpu", "modules",
+    "cluster", "amber", "keyspace",
 )  # fmt: skip
+
+#: The RedisJSON release whose commands and replies Amber's JSON.* follow: what
+#: MODULE LIST and INFO modules report, so clients that look for the module
+#: (redis-py's tests, RedisJSON client libraries) find it.
+REJSON_VERSION = 20609
+
+
+def _modules() -> list[dict[str, Any]]:
+    return [{"name": "ReJSON", "ver": REJSON_VERSION, "path": "built-in", "args": []}]
 
 
 def _replication(stats: dict[str, Any]) -> dict[str, Any]:
@@ -435,6 +522,35 @@ def info(session: Any, kv: Any, args: list[bytes]) -> Any:
     else:
         names = [w for w in wanted if w in sections]
     return Verbatim("\r\n".join(_section(n.capitalize(), sections[n]) for n in names))
+
+
+@command("MODULE", -2, "", group="server")
+def module(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """MODULE LIST | HELP: the JSON commands are built in, shown as RedisJSON (``ReJSON``)."""
+    sub = args[1].upper()
+    if sub == b"LIST" and len(args) == 2:
+        # A map each (RESP3), flattened to name/value pairs in RESP2, as Redis does.
+        return [
+            {
+                b"name": m["name"].encode(),
+                b"ver": m["ver"],
+                b"path": m["path"].encode(),
+                b"args": [],
+            }
+            for m in _modules()
+        ]
+    if sub == b"HELP" and len(args) == 2:
+        return [
+            Simple("MODULE <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"),
+            Simple("LIST"),
+            Simple("    Return a list of loaded modules (Amber's JSON commands, built in)."),
+        ]
+    if sub in (b"LOAD", b"LOADEX", b"UNLOAD"):
+        raise CommandError(
+            f"MODULE {sub.decode()} is not supported: Amber's JSON commands are built in"
+        )
+    name = args[1].decode("utf-8", "replace")
+    raise CommandError(f"unknown subcommand '{name}'. Try MODULE HELP.")
 
 
 # -- snapshots: SAVE, BGSAVE, LASTSAVE ---------------------------------------------------

@@ -25,9 +25,10 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ...database import Delete, Put
+from ...database import Delete, Put, Update
 from ...node.pipeline import INLINE_FLUSH_MAX
 from .registry import Entries, Later
+from .replies import ErrorReply
 
 if TYPE_CHECKING:
     from .session import Session
@@ -43,7 +44,7 @@ _EWMA = 0.2
 
 
 def coalescible(ops: list[Any]) -> bool:
-    """Plain puts of short strings and deletes: nothing that can fail at apply.
+    """Plain puts of short strings, updates and deletes: nothing that can fail a batch.
 
     The ops must also be checked already (names, frozen values), as a
     ``Scope`` or a blind handler builds them: the batch commits through
@@ -57,6 +58,10 @@ def coalescible(ops: list[Any]) -> bool:
                 return False
             ttl_ms = op.ttl_ms
             if ttl_ms is not None and (type(ttl_ms) is not int or ttl_ms <= 0):
+                return False
+        elif kind is Update:
+            # Cannot fail the batch: a refused update is a no-op with its own answer.
+            if any(type(arg) is str and len(arg) > MAX_VALUE_CHARS for arg in op.args):
                 return False
         elif kind is not Delete:
             return False
@@ -225,7 +230,7 @@ class Coalescer:
                     reply = reply.finish(
                         Entries(result.entries[waiter.first : waiter.last], result.revision)
                     )
-                ok = True
+                ok = type(reply) is not ErrorReply  # a refused update answers an error
             record(waiter.command, now - waiter.started, ok)
             waiter._reply = reply
             waiter._done = True

@@ -131,13 +131,19 @@ def _format(value: Any, indent: str, newline: str, space: str, level: int = 0) -
 
 @command("JSON.GET", -2, "readonly", keys=(1, 1, 1), group="json")
 def json_get(session: Any, kv: Any, args: list[bytes]) -> Any:
-    """``JSON.GET key [INDENT s] [NEWLINE s] [SPACE s] [path …]``."""
+    """``JSON.GET key [INDENT s] [NEWLINE s] [SPACE s] [NOESCAPE] [path …]``."""
     table, key = split_key(args[1])
     fmt = {"INDENT": "", "NEWLINE": "", "SPACE": ""}
     i = 2
-    while i + 1 < len(args) and args[i].upper().decode("utf-8", "replace") in fmt:
-        fmt[args[i].upper().decode()] = args[i + 1].decode("utf-8", "replace")
-        i += 2
+    while i < len(args):
+        option = args[i].upper().decode("utf-8", "replace")
+        if option == "NOESCAPE":  # legacy flag, ignored by RedisJSON 2
+            i += 1
+        elif option in fmt and i + 1 < len(args):
+            fmt[option] = args[i + 1].decode("utf-8", "replace")
+            i += 2
+        else:
+            break
     paths = [(*parse_path(raw), raw) for raw in args[i:]] or [([], True, b".")]
     doc = kv.get(table, key)
     if doc is MISSING:

@@ -1,14 +1,16 @@
 """Key commands: EXISTS TYPE TTL EXPIRE PERSIST SCAN KEYS DBSIZE FLUSHDB …
 
-SCAN walks tables in name order, then keys in key order. Its cursor is the
-position to resume from, ``(table, key)``, written as a decimal integer
-(redis-py parses cursors as ints), so it needs no server-side state and a
-key present for the whole iteration is returned exactly once. ``0`` starts
-and ends an iteration.
+SCAN walks tables in name order, then keys in key order. Its cursor names
+the position to resume from, ``(table, key)``, so a key present for the whole
+iteration is returned exactly once; it is an unsigned 64-bit number, as
+Redis' (redis-cli --scan and --bigkeys parse it so), which the server maps to
+the position (:class:`ScanCursors`). ``0`` starts and ends an iteration.
 """
 
 from __future__ import annotations
 
+import secrets
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -94,7 +96,9 @@ def _expire(kv: Any, args: list[bytes], option: bytes, name: str) -> int:
             raise CommandError(f"invalid expire time in '{name}' command")
         number *= 1000
         option = b"PX" if option == b"EX" else b"PXAT"
-    ms = number if option == b"PX" else number - now_ms()
+    absolute = option == b"PXAT"
+    now = now_ms()
+    ms = number - now if absolute else number
     condition = b""
     for raw_flag in args[3:]:
         flag = raw_flag.upper()
@@ -109,7 +113,7 @@ def _expire(kv: Any, args: list[bytes], option: bytes, name: str) -> int:
     if entry is None:
         return 0
     current = entry.expires_at_ms
-    new_at = now_ms() + ms
+    new_at = number if absolute else now + ms
     if condition == b"NX" and current is not None:
         return 0
     if condition == b"XX" and current is None:
@@ -120,6 +124,8 @@ def _expire(kv: Any, args: list[bytes], option: bytes, name: str) -> int:
         return 0
     if ms <= 0:
         kv.delete(table, key)
+    elif absolute:  # stored as given: PEXPIRETIME answers exactly this
+        kv.put(table, key, entry.value, expires_at_ms=number)
     else:
         kv.put(table, key, entry.value, ttl_ms=ms)
     return 1
@@ -163,27 +169,48 @@ def persist(session: Any, kv: Any, args: list[bytes]) -> Any:
 # -- walking the keyspace ------------------------------------------------------------
 
 
-def encode_cursor(table: str, key: str) -> int:
-    return int.from_bytes(b"\x01" + f"{table}\x00{key}".encode(), "big")
+class ScanCursors:
+    """SCAN's cursors: unsigned 64-bit numbers naming a resume position ``(table, key)``.
 
+    A position can be longer than 64 bits, so the server remembers it under a
+    random cursor; the newest ``capacity`` positions are kept (an iteration
+    needs only its last cursor), an older one answers ``ERR invalid cursor``.
+    The same position always gets the same cursor while it is kept, so
+    repeated iterations do not grow the table.
+    """
 
-def decode_cursor(raw: bytes) -> tuple[str, str] | None:
-    """``(table, key)`` to resume from; None for cursor 0."""
-    try:
-        number = int(raw)
-        if number < 0:
-            raise ValueError
-        if number == 0:
+    def __init__(self, capacity: int = 16_384) -> None:
+        self.capacity = capacity
+        self._positions: OrderedDict[int, tuple[str, str]] = OrderedDict()
+        self._cursors: dict[tuple[str, str], int] = {}
+
+    def encode(self, table: str, key: str) -> bytes:
+        position = (table, key)
+        cursor = self._cursors.get(position)
+        if cursor is None:
+            cursor = secrets.randbits(64) or 1
+            while cursor in self._positions:
+                cursor = secrets.randbits(64) or 1
+            self._cursors[position] = cursor
+            self._positions[cursor] = position
+            if len(self._positions) > self.capacity:
+                _, oldest = self._positions.popitem(last=False)
+                del self._cursors[oldest]
+        else:
+            self._positions.move_to_end(cursor)
+        return str(cursor).encode()
+
+    def decode(self, raw: bytes) -> tuple[str, str] | None:
+        """``(table, key)`` to resume from; None for cursor 0."""
+        if not raw.isdigit() or len(raw) > 20 or int(raw) >= 2**64:
+            raise CommandError("invalid cursor")
+        cursor = int(raw)
+        if cursor == 0:
             return None
-        data = number.to_bytes((number.bit_length() + 7) // 8, "big")
-        if data[:1] != b"\x01":
-            raise ValueError
-        table, sep, key = data[1:].decode().partition("\x00")
-        if not sep:
-            raise ValueError
-        return table, key
-    except (ValueError, UnicodeDecodeError, OverflowError):
-        raise CommandError("invalid cursor") from None
+        position = self._positions.get(cursor)
+        if position is None:
+            raise CommandError("invalid cursor")
+        return position
 
 
 def _candidate_tables(kv: Any, pattern: str | None) -> tuple[list[str], dict[str, str | None]]:
@@ -238,7 +265,8 @@ def keys(session: Any, kv: Any, args: list[bytes]) -> Any:
 @command("SCAN", -2, "readonly", group="keyspace")
 def scan(session: Any, kv: Any, args: list[bytes]) -> Any:
     """Iterate keys: ``SCAN cursor [MATCH pattern] [COUNT n] [TYPE type]``."""
-    start = decode_cursor(args[1])
+    cursors: ScanCursors = session.state.scan_cursors
+    start = cursors.decode(args[1])
     pattern: str | None = None
     count = 10
     want_type: str | None = None
@@ -269,7 +297,7 @@ def scan(session: Any, kv: Any, args: list[bytes]) -> Any:
         if start is not None and table < start[0]:
             continue
         if examined >= count:
-            return [str(encode_cursor(table, "")).encode(), found]
+            return [cursors.encode(table, ""), found]
         begin = start[1] if start is not None and table == start[0] else None
         while True:
             page = kv.scan(table, prefix=prefixes[table], start=begin, limit=count - examined)
@@ -286,7 +314,7 @@ def scan(session: Any, kv: Any, args: list[bytes]) -> Any:
             begin = page.next_start
             if examined >= count:
                 assert begin is not None
-                return [str(encode_cursor(table, begin)).encode(), found]
+                return [cursors.encode(table, begin), found]
     return [b"0", found]
 
 

@@ -16,8 +16,22 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ...database import Compare, Database, Delete, DropTable, Entry, Merge, Page, Put, Table
+from ...database import (
+    Compare,
+    Database,
+    Delete,
+    DropTable,
+    Entry,
+    Merge,
+    Page,
+    Put,
+    Table,
+    Update,
+)
 from ...model import check_key, check_table, freeze, merge_patch
+from ...store.updates import ABSENT, UNCHANGED, UPDATES, Refused
+from .registry import Entries, Later
+from .replies import ErrorReply
 from .values import MISSING
 
 __all__ = ["DirectReads", "MustDrain", "Scope"]
@@ -76,8 +90,40 @@ class DirectReads:
         return self.db.table(table).count()
 
 
+class _Deferred:
+    """Updates of a key whose value this scope has not read: known once applied."""
+
+    __slots__ = ("updates",)
+
+    def __init__(self, updates: tuple[tuple[str, tuple[Any, ...]], ...]) -> None:
+        self.updates = updates
+
+
+class _Unseen:
+    """Not in ``Scope.local``: this scope has neither read nor written the key."""
+
+
+_UNSEEN = _Unseen()
+
+
+def update_reply(index: int) -> Later:
+    """The answer of a command's ``index``-th op, an update: its result or its refusal."""
+
+    def finish(entries: Entries) -> Any:
+        outcome = entries[index]
+        return ErrorReply(outcome.error) if outcome.error is not None else outcome.result
+
+    return Later(finish)
+
+
 class Scope(DirectReads):
-    """Recorded reads plus buffered writes, committed as one batch."""
+    """Recorded reads plus buffered writes, committed as one batch.
+
+    An update (:meth:`update`) reads nothing: its value is computed when the
+    batch applies. Only if a later command of the same scope reads that key
+    is its value read then, with a compare, and the updates replayed on it
+    (the compare makes the apply-time result the same).
+    """
 
     __slots__ = ("barrier", "conditions", "dropped", "local", "ops", "reads")
 
@@ -87,9 +133,10 @@ class Scope(DirectReads):
         self.barrier = barrier
         #: (table, key) -> the mod_revision read (0: absent).
         self.reads: dict[tuple[str, str], int] = {}
-        #: (table, key) -> the entry as this scope sees it (None: absent).
-        self.local: dict[tuple[str, str], Entry | None] = {}
-        self.ops: list[Put | Merge | Delete | DropTable] = []
+        #: (table, key) -> the entry as this scope sees it (None: absent), or
+        #: the updates buffered on a key it has not read.
+        self.local: dict[tuple[str, str], Entry | _Deferred | None] = {}
+        self.ops: list[Put | Merge | Update | Delete | DropTable] = []
         self.dropped: set[str] = set()
         #: Explicit compares (AMBER.TXN); a failure is the answer, never retried.
         self.conditions: list[Compare] = []
@@ -103,14 +150,17 @@ class Scope(DirectReads):
     def entry(self, table: str, key: str) -> Entry | None:
         where = (table, key)
         local = self.local
-        if where in local:
-            return local[where]
-        if table in self.dropped:
+        known = local.get(where, _UNSEEN)
+        if not isinstance(known, _Deferred | _Unseen):
+            return known
+        if isinstance(known, _Unseen) and table in self.dropped:
             return None
         if self.barrier:
             raise MustDrain
         entry = self.db.table(table).entry(key)
         self.reads.setdefault(where, 0 if entry is None else entry.mod_revision)
+        if isinstance(known, _Deferred):  # this scope's updates wait on it: replay them
+            entry = _replayed(key, entry, known)
         local[where] = entry
         return entry
 
@@ -122,7 +172,10 @@ class Scope(DirectReads):
         """The entry without recording a read (for bookkeeping only)."""
         where = (table, key)
         if where in self.local:
-            return self.local[where]
+            known = self.local[where]
+            if isinstance(known, _Deferred):
+                return self.entry(table, key)  # its value is needed now: read it
+            return known
         if table in self.dropped:
             return None
         return self.db.table(table).entry(key)
@@ -158,6 +211,7 @@ class Scope(DirectReads):
         *,
         ttl_ms: int | None = None,
         keep_ttl: bool = False,
+        expires_at_ms: int | None = None,
     ) -> int:
         """Buffer a put; returns its op index."""
         table, key = self._names(table, key)
@@ -165,9 +219,11 @@ class Scope(DirectReads):
         if keep_ttl:
             prev = self._peek(table, key)
             expires = prev.expires_at_ms if prev is not None else None
+        elif expires_at_ms is not None:
+            expires = expires_at_ms
         else:
             expires = None if ttl_ms is None else _now_ms() + ttl_ms
-        self.ops.append(Put(table, key, frozen, ttl_ms, keep_ttl))
+        self.ops.append(Put(table, key, frozen, ttl_ms, keep_ttl, expires_at_ms))
         self.local[(table, key)] = Entry(key, frozen, -1, -1, -1, expires)
         return len(self.ops) - 1
 
@@ -181,6 +237,28 @@ class Scope(DirectReads):
             expires = _now_ms() + ttl_ms
         self.ops.append(Merge(table, key, frozen, ttl_ms))
         self.local[(table, key)] = Entry(key, value, -1, -1, -1, expires)
+        return len(self.ops) - 1
+
+    def update(self, table: str, key: str, fn: str, *args: Any) -> int:
+        """Buffer an update (:mod:`amber.store.updates`) without reading; returns its op index.
+
+        Answer the command with :func:`update_reply`: the result exists once
+        the batch has applied.
+        """
+        table, key = self._names(table, key)
+        where = (table, key)
+        step = _Deferred(((fn, args),))
+        if where in self.local:
+            known = self.local[where]
+            if isinstance(known, _Deferred):
+                self.local[where] = _Deferred((*known.updates, (fn, args)))
+            else:  # this scope knows the value: replay on it, as the store will
+                self.local[where] = _replayed(key, known, step)
+        elif table in self.dropped:
+            self.local[where] = _replayed(key, None, step)
+        else:
+            self.local[where] = step
+        self.ops.append(Update(table, key, fn, args))
         return len(self.ops) - 1
 
     def delete(self, table: str, key: str) -> int:
@@ -199,11 +277,13 @@ class Scope(DirectReads):
 
     # -- committing -----------------------------------------------------------
 
-    def mark(self) -> tuple[int, dict[tuple[str, str], Entry | None], set[str]]:
+    def mark(self) -> tuple[int, dict[tuple[str, str], Entry | _Deferred | None], set[str]]:
         """A point to roll back to when one command of a MULTI fails."""
         return len(self.ops), dict(self.local), set(self.dropped)
 
-    def rollback(self, mark: tuple[int, dict[tuple[str, str], Entry | None], set[str]]) -> None:
+    def rollback(
+        self, mark: tuple[int, dict[tuple[str, str], Entry | _Deferred | None], set[str]]
+    ) -> None:
         count, local, dropped = mark
         del self.ops[count:]
         self.local = local
@@ -224,3 +304,21 @@ class Scope(DirectReads):
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _replayed(key: str, entry: Entry | None, deferred: _Deferred) -> Entry | None:
+    """``entry`` after the buffered updates, as the store will apply them (refusals skip)."""
+    value: Any = ABSENT if entry is None else entry.value
+    for fn, args in deferred.updates:
+        try:
+            new, _ = UPDATES[fn](value, *args)
+        except Refused:
+            continue
+        if new is not UNCHANGED:
+            value = new
+    if value is ABSENT:
+        return None
+    if entry is not None and value is entry.value:
+        return entry
+    expires = entry.expires_at_ms if entry is not None else None
+    return Entry(key, value, -1, -1, -1, expires)

@@ -92,12 +92,17 @@ class Session:
         state: ServerState,
         *,
         peer: str = "",
+        local: str = "",
+        fd: int = -1,
         push: Callable[[Any], None] | None = None,
         close: Callable[[], None] | None = None,
     ) -> None:
         self.state = state
         self.id = state.next_id()
         self.peer = peer
+        #: This end of the connection (CLIENT LIST's ``laddr``) and its socket's fd.
+        self.local = local
+        self.fd = fd
         self.name = ""
         self.lib_name = ""
         self.lib_ver = ""

@@ -17,6 +17,7 @@ from ..context import ServerContext
 from ..metrics import LATENCY_BUCKETS
 from .coalesce import Coalescer
 from .keys import compile_glob
+from .keyspace import ScanCursors
 from .pubsub import PubSub
 from .registry import CommandError
 from .scope import DirectReads
@@ -66,18 +67,33 @@ class RuntimeConfig:
         return {k: v for k, v in sorted(self.values.items()) if match(k)}
 
     def set(self, name: str, value: str) -> None:
-        name = name.lower()
-        setter = self.setters.get(name)
-        if setter is None:
-            if name in self.values:
+        self.set_many([(name, value)])
+
+    def set_many(self, pairs: list[tuple[str, str]]) -> None:
+        """CONFIG SET: every value is checked before any is applied (all or nothing, as Redis)."""
+        checked: dict[str, str] = {}
+        for raw, value in pairs:
+            name = raw.lower()
+            setter = self.setters.get(name)
+            if setter is None:
+                if name in self.values:
+                    raise CommandError(
+                        f"CONFIG SET failed (possibly related to argument '{raw}') - "
+                        "can't set immutable config"
+                    )
                 raise CommandError(
-                    f"CONFIG SET failed (possibly related to argument '{name}') - "
-                    "can't set immutable config"
+                    f"Unknown option or number of arguments for CONFIG SET - '{raw}'"
                 )
-            raise CommandError(f"Unknown option or number of arguments for CONFIG SET - '{name}'")
-        self.values[name] = setter(value)
-        for listener in self.listeners:
-            listener(name, self.values[name])
+            if name in checked:
+                raise CommandError(
+                    f"CONFIG SET failed (possibly related to argument '{raw}') - "
+                    "duplicate parameter"
+                )
+            checked[name] = setter(value)
+        self.values.update(checked)
+        for name, value in checked.items():
+            for listener in self.listeners:
+                listener(name, value)
 
     def int(self, name: str) -> int:
         return int(self.values.get(name, "0") or 0)
@@ -152,6 +168,7 @@ class CommandStats:
     def reset(self) -> None:
         self.commands.clear()
         self._flushed.clear()
+        self.total = 0
 
     def collector(self) -> Collector:
         stats = self
@@ -195,6 +212,7 @@ class ServerState:
         self.clustered = ctx.db.cluster_status() is not None
         self.pubsub: PubSub = PubSub(self)
         self.sessions: dict[int, Session] = {}
+        self.scan_cursors = ScanCursors()
         self.stats = CommandStats(frontend)
         self.coalescer = Coalescer(self)
         #: (table, key) -> completion of this server's last in-flight write to it.
@@ -212,6 +230,13 @@ class ServerState:
     def next_id(self) -> int:
         self._next_id += 1
         return self._next_id
+
+    def reset_stats(self) -> None:
+        """CONFIG RESETSTAT: the counters INFO stats and commandstats show start over."""
+        self.stats.reset()
+        self.connections_received = 0
+        self.rejected_connections = 0
+        self.output_limit_disconnections = 0
 
     @property
     def password(self) -> str | None:

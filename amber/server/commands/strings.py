@@ -6,27 +6,26 @@ import math
 import time
 from typing import Any
 
-from ...database import Put
+from ...database import Put, Update
 from ...model import check_key, check_table, freeze
-from .coalesce import MAX_VALUE_CHARS
+from ...store.updates import redis_int
+from .coalesce import MAX_OPS, MAX_VALUE_CHARS
 from .keys import DEFAULT_TABLE, split_key
 from .registry import REGISTRY, CommandError, Later, syntax_error
 from .replies import Simple
+from .scope import update_reply
 from .values import MISSING, WRONGTYPE, decode_text, to_bytes
 
 command = REGISTRY.command
 OK = Simple("OK")
+#: An MSET with more pairs than a coalesced batch holds runs as its own commit.
+MAX_BLIND_PAIRS = MAX_OPS // 2
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 
 
 def parse_int(raw: bytes, what: str = "value is not an integer or out of range") -> int:
-    try:
-        if raw.strip() != raw or raw[:1] == b"+":
-            raise ValueError
-        number = int(raw)
-    except ValueError:
-        raise CommandError(what) from None
-    if not INT_MIN <= number <= INT_MAX:
+    number = redis_int(raw)
+    if number is None:
         raise CommandError(what)
     return number
 
@@ -37,20 +36,29 @@ def now_ms() -> int:
 
 def expire_ms(option: bytes, raw: bytes, name: str) -> int:
     """Milliseconds from now for EX/PX/EXAT/PXAT; may be <= 0 for a past time."""
+    return expiry(option, raw, name)[0]
+
+
+def expiry(option: bytes, raw: bytes, name: str) -> tuple[int, int | None]:
+    """EX/PX/EXAT/PXAT as (milliseconds from now, the absolute Unix ms or ``None``).
+
+    An absolute time is kept as given (``Put.expires_at_ms``), so EXPIRETIME
+    answers exactly what was set; the relative part only decides "in the past".
+    """
     number = parse_int(raw)
     if option in (b"EX", b"PX") and number <= 0:
         raise CommandError(f"invalid expire time in '{name}' command")
+    at: int | None = None
     if option == b"EX":
         ms = number * 1000
     elif option == b"PX":
         ms = number
-    elif option == b"EXAT":
-        ms = number * 1000 - now_ms()
     else:
-        ms = number - now_ms()
-    if abs(ms) > 2**62:
+        at = number * 1000 if option == b"EXAT" else number
+        ms = at - now_ms()
+    if abs(ms) > 2**62 or (at is not None and not 0 < at < 2**62):
         raise CommandError(f"invalid expire time in '{name}' command")
-    return ms
+    return ms, at
 
 
 # -- GET / SET ------------------------------------------------------------------
@@ -85,6 +93,7 @@ def set_(session: Any, kv: Any, args: list[bytes]) -> Any:
         return OK
     condition = b""
     ttl_ms: int | None = None
+    at: int | None = None
     keep_ttl = want_old = expiry_given = False
     i = 3
     while i < len(args):
@@ -97,7 +106,7 @@ def set_(session: Any, kv: Any, args: list[bytes]) -> Any:
             keep_ttl = expiry_given = True
         elif option in (b"EX", b"PX", b"EXAT", b"PXAT") and not expiry_given and i + 1 < len(args):
             i += 1
-            ttl_ms = expire_ms(option, args[i], "set")
+            ttl_ms, at = expiry(option, args[i], "set")
             expiry_given = True
         else:
             raise syntax_error()
@@ -112,6 +121,8 @@ def set_(session: Any, kv: Any, args: list[bytes]) -> Any:
         return reply if want_old else None
     if ttl_ms is not None and ttl_ms <= 0:  # an EXAT/PXAT in the past
         kv.delete(table, key)
+    elif at is not None:
+        kv.put(table, key, value, expires_at_ms=at)
     else:
         kv.put(table, key, value, ttl_ms=ttl_ms, keep_ttl=keep_ttl)
     return reply
@@ -178,6 +189,52 @@ def getdel(session: Any, kv: Any, args: list[bytes]) -> Any:
     return to_bytes(old)
 
 
+@command("GETEX", -2, "write fast", keys=(1, 1, 1), group="string")
+def getex(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """``GETEX key [EX s|PX ms|EXAT ts|PXAT ts|PERSIST]``: GET, then change the expiry.
+
+    Like GET it reads any document (non-strings as JSON text), since EXPIRE
+    works on any key. Redis' order: options are checked first (syntax error),
+    then the key (nil if absent), then the time (``invalid expire time``); a
+    time already past deletes the key. Without an option, or PERSIST on a key
+    with no expiry, nothing is written.
+    """
+    table, key = split_key(args[1])
+    option = b""
+    raw_time = b""
+    i = 2
+    while i < len(args):
+        word = args[i].upper()
+        if word in (b"EX", b"PX", b"EXAT", b"PXAT") and not option and i + 1 < len(args):
+            option, raw_time = word, args[i + 1]
+            i += 2
+        elif word == b"PERSIST" and not option:
+            option = word
+            i += 1
+        else:
+            raise syntax_error()
+    entry = kv.entry(table, key)
+    if entry is None:
+        return None
+    reply = to_bytes(entry.value)
+    if option == b"PERSIST":
+        if entry.expires_at_ms is not None:
+            kv.put(table, key, entry.value)
+        return reply
+    if option:
+        number = parse_int(raw_time)
+        if number <= 0 or (option in (b"EX", b"EXAT") and number > INT_MAX // 1000):
+            raise CommandError("invalid expire time in 'getex' command")
+        ms, at = expiry(option, raw_time, "getex")
+        if ms <= 0:
+            kv.delete(table, key)
+        elif at is not None:
+            kv.put(table, key, entry.value, expires_at_ms=at)
+        else:
+            kv.put(table, key, entry.value, ttl_ms=ms)
+    return reply
+
+
 @command("MGET", -2, "readonly fast", keys=(1, -1, 1), group="string")
 def mget(session: Any, kv: Any, args: list[bytes]) -> Any:
     """Get the values of several keys."""
@@ -200,6 +257,24 @@ def mset(session: Any, kv: Any, args: list[bytes]) -> Any:
     return OK
 
 
+@REGISTRY.blind("MSET")
+def mset_blind(session: Any, args: list[bytes]) -> Any:
+    """``MSET`` of short strings: checked puts straight to the coalescer, as ``SET``'s."""
+    if len(args) % 2 == 0 or len(args) // 2 > MAX_BLIND_PAIRS:
+        return None
+    limits = session.state.db.config.limits
+    ops: list[Any] = []
+    for i in range(1, len(args), 2):
+        table, key = split_key(args[i])
+        value = decode_text(args[i + 1])
+        if len(value) > MAX_VALUE_CHARS:
+            return None
+        if not value.isascii():
+            value = freeze(value, limits)
+        ops.append(Put(check_table(table, limits), check_key(key, limits), value))
+    return ops, OK
+
+
 @command("MSETNX", -3, "write", keys=(1, -1, 2), group="string")
 def msetnx(session: Any, kv: Any, args: list[bytes]) -> Any:
     """Set several keys only if none of them exists; 1 if set."""
@@ -216,25 +291,18 @@ def msetnx(session: Any, kv: Any, args: list[bytes]) -> Any:
 # -- counters and appends --------------------------------------------------------
 
 
-def _number(value: Any) -> tuple[int | float, bool]:
-    """A stored counter's number and whether it is kept as a string."""
-    if value is MISSING:
-        return 0, True
-    if type(value) is str:
-        return parse_int(value.encode()), True
-    if type(value) is int:
-        return value, False
-    raise WRONGTYPE
-
-
-def _incr(kv: Any, raw_key: bytes, delta: int) -> int:
+def _incr(kv: Any, raw_key: bytes, delta: int) -> Any:
+    """An update applied with the batch (``amber.store.updates.incr``): no read, no retry."""
     table, key = split_key(raw_key)
-    current, as_text = _number(kv.get(table, key))
-    result = int(current) + delta
-    if not INT_MIN <= result <= INT_MAX:
-        raise CommandError("increment or decrement would overflow")
-    kv.put(table, key, str(result) if as_text else result, keep_ttl=True)
-    return result
+    kv.update(table, key, "incr", delta)
+    return update_reply(0)
+
+
+def update_blind(session: Any, raw_key: bytes, fn: str, *args: Any) -> tuple[list[Any], Any]:
+    """The blind form of an update command: one checked ``Update`` op, answered when applied."""
+    table, key = split_key(raw_key)
+    limits = session.state.db.config.limits
+    return [Update(check_table(table, limits), check_key(key, limits), fn, args)], update_reply(0)
 
 
 @command("INCR", 2, "write fast", keys=(1, 1, 1), group="string")
@@ -262,6 +330,29 @@ def decrby(session: Any, kv: Any, args: list[bytes]) -> Any:
     if delta == INT_MIN:
         raise CommandError("decrement would overflow")
     return _incr(kv, args[1], -delta)
+
+
+@REGISTRY.blind("INCR")
+def incr_blind(session: Any, args: list[bytes]) -> Any:
+    return update_blind(session, args[1], "incr", 1)
+
+
+@REGISTRY.blind("DECR")
+def decr_blind(session: Any, args: list[bytes]) -> Any:
+    return update_blind(session, args[1], "incr", -1)
+
+
+@REGISTRY.blind("INCRBY")
+def incrby_blind(session: Any, args: list[bytes]) -> Any:
+    return update_blind(session, args[1], "incr", parse_int(args[2]))
+
+
+@REGISTRY.blind("DECRBY")
+def decrby_blind(session: Any, args: list[bytes]) -> Any:
+    delta = parse_int(args[2])
+    if delta == INT_MIN:
+        raise CommandError("decrement would overflow")
+    return update_blind(session, args[1], "incr", -delta)
 
 
 def _parse_float(text: str) -> float:
@@ -300,12 +391,16 @@ def incrbyfloat(session: Any, kv: Any, args: list[bytes]) -> Any:
 def append(session: Any, kv: Any, args: list[bytes]) -> Any:
     """Append to a string; returns its new length in bytes."""
     table, key = split_key(args[1])
-    current = kv.get(table, key)
-    if current is not MISSING and type(current) is not str:
-        raise WRONGTYPE
-    value = ("" if current is MISSING else current) + decode_text(args[2])
-    kv.put(table, key, value, keep_ttl=True)
-    return len(value.encode())
+    kv.update(table, key, "append", decode_text(args[2]))
+    return update_reply(0)
+
+
+@REGISTRY.blind("APPEND")
+def append_blind(session: Any, args: list[bytes]) -> Any:
+    text = decode_text(args[2])
+    if len(text) > MAX_VALUE_CHARS:
+        return None
+    return update_blind(session, args[1], "append", text)
 
 
 @command("STRLEN", 2, "readonly fast", keys=(1, 1, 1), group="string")

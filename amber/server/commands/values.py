@@ -10,6 +10,8 @@
   ``WRONGTYPE``. ``TYPE`` says ``string`` for a string and ``ReJSON-RL``
   (RedisJSON's name) for any other document.
 - ``JSON.*`` commands store and return real documents.
+- ``H*`` commands read and write a document that is a JSON object as a hash
+  (see :mod:`.hashes`); ``GETEX`` reads like GET.
 """
 
 from __future__ import annotations

@@ -183,7 +183,7 @@ def key_router(api: HttpApi) -> APIRouter:
         compares = _compares(api, table, key, request)
         result = await db.atxn(compares, [Put(table, key, value, ttl_ms(ttl), keep_ttl)])
         entry = result.entries[0]
-        assert entry is not None
+        assert isinstance(entry, Entry)  # a put or merge answers the new entry
         headers = entry_headers(entry)
         if entry.version == 1:
             headers["Location"] = f"/v1/tables/{table}/keys/{quote(key, safe='')}"
@@ -213,7 +213,7 @@ def key_router(api: HttpApi) -> APIRouter:
         compares = _compares(api, table, key, request)
         result = await db.atxn(compares, [Merge(table, key, patch, ttl_ms(ttl))])
         entry = result.entries[0]
-        assert entry is not None
+        assert isinstance(entry, Entry)  # a put or merge answers the new entry
         return json_response(entry.value, 201 if entry.version == 1 else 200, entry_headers(entry))
 
     @router.delete(

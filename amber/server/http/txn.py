@@ -22,7 +22,7 @@ from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ...database import Compare, Delete, Merge, Put
+from ...database import Compare, Delete, Entry, Merge, Put
 from ...errors import InvalidArgument
 from ...store.batch import Op
 from .api import HttpApi
@@ -147,6 +147,7 @@ def txn_router(api: HttpApi) -> APIRouter:
             if entry is None:
                 results.append(None)
             else:
+                assert isinstance(entry, Entry)  # no update ops come over HTTP
                 results.append(TxnEntry(value=entry.value, **entry_meta(op.table, entry)))
         return TxnResponse(revision=result.revision, results=results)
 

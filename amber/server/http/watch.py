@@ -38,7 +38,7 @@ When the server stops, open streams end (``close_streams``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
@@ -58,12 +58,12 @@ EVENT_STREAM = "text/event-stream"
 YIELD_BYTES = 256 * 1024
 
 
-def encode_batch(batch: EventBatch) -> bytes:
-    """One revision as SSE events (no events: a progress event)."""
+def encode_batch(batch: EventBatch) -> Iterator[bytes]:
+    """One revision as SSE events, one piece per event (no events: a progress event)."""
     revision = batch.revision
     if not batch.events:
-        return f'event: progress\nid: {revision}\ndata: {{"revision":{revision}}}\n\n'.encode()
-    parts: list[str] = []
+        yield f'event: progress\nid: {revision}\ndata: {{"revision":{revision}}}\n\n'.encode()
+        return
     last = len(batch.events) - 1
     for index, event in enumerate(batch.events):
         data = dumps(
@@ -77,11 +77,8 @@ def encode_batch(batch: EventBatch) -> bytes:
                 "diff": event.diff,
             }
         )
-        if index == last:
-            parts.append(f"id: {revision}\ndata: {data}\n\n")
-        else:
-            parts.append(f"data: {data}\n\n")
-    return "".join(parts).encode()
+        head = f"id: {revision}\n" if index == last else ""
+        yield f"{head}data: {data}\n\n".encode()
 
 
 def encode_problem(exc: BaseException) -> bytes:
@@ -111,26 +108,33 @@ class _WatchResponse(StreamingResponse):
 
 
 async def _events(watch: Watch[Any], first: int) -> AsyncIterator[bytes]:
-    """The stream's bytes, one revision at a time.
+    """The stream's bytes: each revision sent whole, in pieces of at most ~``YIELD_BYTES``.
 
     A replay from an old revision has every batch ready at once, and sending
     to a client that has gone returns at once too: without a pause this
     loop would encode the whole history for nobody while no other client is
-    served. So it hands the loop a turn every ``YIELD_BYTES`` encoded, which
-    also lets the response notice a disconnect (and cancel the stream); a
-    connected client that reads slowly is held by the transport's flow
-    control, so at most a little more than one batch waits per connection.
+    served (a dropped replay of wide documents held every front end for
+    seconds). So it hands the loop a turn every ``YIELD_BYTES`` encoded, also
+    inside one large revision (a transaction over many keys), which lets the
+    response notice a disconnect and cancel the stream. A connected client
+    that reads slowly is held by the transport's flow control, so at most
+    about ``YIELD_BYTES`` wait per connection.
     """
     yield f": watching from revision {first}\n\n".encode()
-    encoded = 0
+    unflushed = 0  # bytes encoded since the loop last had a turn
     try:
         async for batch in watch.batches():
-            data = encode_batch(batch)
-            yield data
-            encoded += len(data)
-            if encoded >= YIELD_BYTES:
-                encoded = 0
-                await asyncio.sleep(0)
+            pending: list[bytes] = []
+            for piece in encode_batch(batch):
+                pending.append(piece)
+                unflushed += len(piece)
+                if unflushed >= YIELD_BYTES:
+                    yield b"".join(pending)
+                    pending.clear()
+                    unflushed = 0
+                    await asyncio.sleep(0)
+            if pending:
+                yield b"".join(pending)
     except AmberError as exc:
         yield encode_problem(exc)
 

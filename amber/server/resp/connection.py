@@ -30,6 +30,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
+from ssl import SSLContext
 from time import perf_counter
 from typing import Any
 
@@ -45,6 +46,13 @@ __all__ = ["OUT_FLUSH_BYTES", "RespConnection", "RespLimits", "RespServer"]
 OUT_FLUSH_BYTES = 256 * 1024
 
 log = logging.getLogger(__name__)
+
+
+def _address(name: Any) -> str:
+    """``ip:port`` of a socket name (IPv4 or IPv6 tuple), as CLIENT LIST shows it."""
+    if isinstance(name, tuple):
+        return f"{name[0]}:{name[1]}"
+    return str(name or "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,9 +115,15 @@ class RespConnection(asyncio.Protocol):
             transport.close()
             self.closed = True
             return
-        peer = transport.get_extra_info("peername")
-        address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
-        self.session = Session(state, peer=address, push=self._push, close=self._kill)
+        sock = transport.get_extra_info("socket")
+        self.session = Session(
+            state,
+            peer=_address(transport.get_extra_info("peername")),
+            local=_address(transport.get_extra_info("sockname")),
+            fd=sock.fileno() if sock is not None else -1,
+            push=self._push,
+            close=self._kill,
+        )
         server.connections.add(self)
         state.ctx.metrics.connections.labels("resp").inc()
 
@@ -423,10 +437,30 @@ class RespServer:
         self._reaper: asyncio.TimerHandle | None = None
         self._all_gone: asyncio.Event | None = None
 
-    async def start(self, host: str, port: int) -> asyncio.Server:
+    async def start(
+        self,
+        host: str,
+        port: int,
+        *,
+        ssl: SSLContext | None = None,
+        ssl_handshake_timeout: float | None = None,
+    ) -> asyncio.Server:
+        """Listen on ``host:port``; with ``ssl``, every connection speaks TLS first.
+
+        A TLS connection reaches :class:`RespConnection` only once its
+        handshake succeeded: a client that sends plain RESP, or presents no
+        (or a wrong) certificate when one is required, is dropped by the
+        transport without ever running a command.
+        """
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: RespConnection(self), host, port, reuse_address=True, backlog=1024
+            lambda: RespConnection(self),
+            host,
+            port,
+            reuse_address=True,
+            backlog=1024,
+            ssl=ssl,
+            ssl_handshake_timeout=ssl_handshake_timeout if ssl is not None else None,
         )
         self._reaper = loop.call_later(1.0, self._reap_idle)
         return self._server
