@@ -435,8 +435,10 @@ class ClusterNode(Node):
         self._origin = os.urandom(8)
         self._next_seq = 1
         self._window: dict[int, _Entry] = {}
-        #: Barrier-only entries in flight.
-        self._reads_out = 0
+        #: Barrier-only entries in flight: number -> (sent at, their reads). One
+        #: PySyncObj never answers is dropped after RESEND_AFTER, its reads queued again.
+        self._barriers_out: dict[int, tuple[float, list[_Pending]]] = {}
+        self._barrier_number = 0
         #: Replicated: the last seq applied per origin (Raft thread, under the store lock).
         self._origins: dict[bytes, int] = {}
         self._last_time = 0
@@ -771,8 +773,14 @@ class ClusterNode(Node):
                         held = True
                         break
                     sends.append((entry, *self._send_copy(entry, now), []))
+                for number, (sent_at, reads) in list(self._barriers_out.items()):
+                    if now - sent_at >= RESEND_AFTER:
+                        del self._barriers_out[number]  # its late answer is ignored
+                        self._queue[:0] = reads
                 while (
-                    not held and self._queue and len(self._window) + self._reads_out < MAX_INFLIGHT
+                    not held
+                    and self._queue
+                    and len(self._window) + len(self._barriers_out) < MAX_INFLIGHT
                 ):  # bounded: each turn fills one of the MAX_INFLIGHT places
                     group = self._take_group()
                     writes = [p for p in group if p.record is not None]
@@ -783,8 +791,9 @@ class ClusterNode(Node):
                         self._window[entry.seq] = entry
                         sends.append((entry, *self._send_copy(entry, now), reads))
                     else:
-                        self._reads_out += 1
-                        sends.append((None, 0, [], reads))
+                        self._barrier_number += 1
+                        self._barriers_out[self._barrier_number] = (now, reads)
+                        sends.append((None, self._barrier_number, [], reads))
             for sent, copy, records, reads in sends:
                 callback = functools.partial(self._proposed, sent, copy, reads)
                 if sent is None:
@@ -821,7 +830,7 @@ class ClusterNode(Node):
 
     def _retry_due(self) -> None:
         """Tick callback: send the entries whose retry delay is over (or whose copy was lost)."""
-        if self._window:
+        if self._window or self._barriers_out:
             self._propose()
 
     def _proposed(
@@ -834,6 +843,8 @@ class ClusterNode(Node):
     ) -> None:
         """PySyncObj's callback (Raft thread) for one copy: applied, skipped, or failed.
 
+        ``copy`` numbers the copy (of ``entry``, or the barrier-only entry).
+
         An applied entry was answered already by ``_applied_here``. Otherwise
         it is sent again after ``RETRY_DELAY``, unless its writers are past
         their deadline and no copy may still be applied: they get
@@ -843,6 +854,10 @@ class ClusterNode(Node):
         retry: list[_Pending] = []
         finished: list[_Pending] = []
         stopped = self._failed is not None or self._closed
+        if entry is None:
+            with self._lock:
+                if self._barriers_out.pop(copy, None) is None:
+                    return  # taken as lost: its reads were queued again
         for pending in reads:
             if error == FAIL_REASON.SUCCESS:
                 finished.append(pending)  # an entry after the read began was applied here
@@ -852,9 +867,7 @@ class ClusterNode(Node):
                 pending.error = self._unavailable(error)
                 finished.append(pending)
         with self._lock:
-            if entry is None:
-                self._reads_out -= 1
-            elif entry.copy == copy and self._window.get(entry.seq) is entry:
+            if entry is not None and entry.copy == copy and self._window.get(entry.seq) is entry:
                 entry.out = False
                 if error == FAIL_REASON.SUCCESS and outcome == _DUPLICATE:
                     # Applied before, but not through _apply_entry here: this node

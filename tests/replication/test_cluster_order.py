@@ -391,3 +391,32 @@ def test_an_entry_pysyncobj_never_answers_is_sent_again_and_keeps_its_place(
     finally:
         for db in dbs:
             db.close()
+
+
+def test_a_barrier_pysyncobj_never_answers_is_sent_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr("amber.replication.cluster.RESEND_AFTER", 0.3)
+    dbs = _open_trio(tmp_path)
+    try:
+        node = dbs[2]._node
+        real = node._engine.amber_apply
+        lost: list[int] = []
+
+        def lossy(records: list[bytes], *args: Any, callback: Any) -> None:
+            """The first two barrier-only entries vanish: no log entry, no answer."""
+            if not records and len(lost) < 2:
+                lost.append(1)
+                return
+            real(records, *args, callback=callback)
+
+        node._engine.amber_apply = lossy
+        started = time.monotonic()
+        with ThreadPoolExecutor(2) as pool:  # two lost: every place of the window
+            list(pool.map(lambda _: dbs[2].barrier(), range(2)))
+        assert len(lost) == 2 and time.monotonic() - started < node.cluster.timeout_s
+        dbs[2].table("o").put("k", 1)  # the window is free again
+        assert dbs[2].table("o").get("k") == 1
+    finally:
+        for db in dbs:
+            db.close()
