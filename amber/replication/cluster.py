@@ -34,14 +34,55 @@ began precedes the barrier in the log, so it is visible. Stale reads skip the
 barrier. A barrier costs one Raft round trip, shared by every read that
 joined it.
 
+Order
+-----
+One connection's writes take effect in the order sent (the rule of
+:mod:`amber.server.commands.session`), so one node's writes must be applied
+in the order they were submitted, each once, whatever happens to the Raft
+entries that carry them. Retrying alone cannot promise that: an entry that
+failed "certainly not applied" (``DISCARDED`` when a new leader overwrote it,
+``NOT_LEADER``) is retried after ``RETRY_DELAY``, but a later entry of the
+same node, already in flight or proposed meanwhile, can commit first — and
+the retried earlier write then overwrites the later one. So:
+
+- every entry of writes carries ``(origin, seq)``: ``origin`` is random per
+  open of this node, ``seq`` counts its entries from 1, and a retry sends the
+  same ``seq`` again;
+- the **apply side** (every replica, in log order) keeps, per origin, the
+  last ``seq`` applied, and applies an entry only if it is the next one. An
+  earlier or equal ``seq`` is a duplicate (an earlier copy was applied) and a
+  later one leaves a gap: either is skipped, changing nothing. The table is
+  replicated state, derived from the log alone (and carried in snapshots),
+  so every replica skips exactly the same entries;
+- the **proposer** keeps this node's unapplied entries in a window of
+  ``MAX_INFLIGHT``, in ``seq`` order, and sends each again until one of its
+  copies is applied — after ``RETRY_DELAY`` when a copy failed or was
+  skipped, holding every later entry meanwhile, so that they follow it. A
+  copy PySyncObj never answers is sent again after ``RESEND_AFTER``.
+
+Because a duplicate is skipped, sending a ``seq`` again is safe even when an
+earlier copy's fate is unknown (the leader changed under it): whichever copy
+commits first is applied, the others are skipped. The waiter is answered
+when the entry is applied *on this node* (its apply sees its own origin),
+whichever copy that was.
+
+Holding later proposals alone would not do: an entry proposed before the
+failure of an earlier one was known (``MAX_INFLIGHT`` > 1, or sent to
+another leader) still commits first. An older member cannot apply an entry
+with an origin (nor read a snapshot of format 2): upgrade every member
+together.
+
 Failures
 --------
-Errors that mean "certainly not applied" (no leader yet, not the leader, the
-entry was replaced by a new leader's) are retried until ``timeout_s``, then
-raise :class:`~amber.errors.Unavailable`. When the entry may have been
-appended but its fate is unknown (the leader changed under a forwarded
-write, or the wait timed out), the writer gets
-:class:`~amber.errors.UnknownOutcome`; reads simply retry.
+A write whose copies all failed "certainly not applied" (no leader yet, not
+the leader, replaced by a new leader's entry, skipped for a gap) raises
+:class:`~amber.errors.Unavailable` once past ``timeout_s``; its entry is then
+emptied and still sent — it fills its ``seq`` so later entries can follow.
+Once any copy's fate is unknown, the entry is sent until applied and its
+waiter, if ``timeout_s`` passes first, gets
+:class:`~amber.errors.UnknownOutcome` (it may yet be applied: before every
+later write of this node). Reads simply retry. The table of origins grows
+by one small row per open of a node; it is never pruned.
 """
 
 from __future__ import annotations
@@ -89,14 +130,22 @@ log = logging.getLogger(__name__)
 
 __all__ = ["ClusterNode"]
 
-#: Raft entries one node keeps in flight; later writes gather into the next.
+#: Raft entries one node keeps unapplied at once; later writes gather into the next.
 MAX_INFLIGHT = 2
 #: Longest wait of one engine tick for network events.
 TICK_SECONDS = 0.05
-#: Wait before re-proposing a write that was certainly not applied.
+#: Wait before sending again an entry whose copy failed or was skipped.
 RETRY_DELAY = 0.05
-#: First chunk of a cluster snapshot: ``["r", format, prev entry, last entry, members]``.
-SNAPSHOT_FORMAT = 1
+#: A copy PySyncObj has not answered after this long is taken as lost and sent again.
+RESEND_AFTER = 5.0
+#: First chunk of a cluster snapshot: ``["r", format, prev entry, last entry, members,
+#: origins]`` (format 1: without ``origins``, an empty table).
+SNAPSHOT_FORMAT = 2
+#: What ``_apply_entry`` returns for an entry it skipped (see "Order").
+_DUPLICATE = "duplicate"
+_GAP = "gap"
+#: Fields of a snapshot's first chunk, by format.
+_HEAD_LENGTH = {1: 5, SNAPSHOT_FORMAT: 6}
 #: An inbound Raft connection that has not sent a frame that decrypts with the
 #: cluster secret within this many seconds is closed (a peer needs one round trip).
 AUTH_DEADLINE_S = 3.0
@@ -154,6 +203,26 @@ class _Pending:
         self.wake: threading.Event | None = None
         self.future: asyncio.Future[None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+
+
+class _Entry:
+    """This node's entry of writes number ``seq``, until one of its copies is applied.
+
+    ``copy`` numbers the copies sent; only the newest one's answer counts.
+    ``doubt``: some copy may still be applied (its fate was unknown), so the
+    entry's records may no longer change.
+    """
+
+    __slots__ = ("copy", "doubt", "due", "out", "sent_at", "seq", "writes")
+
+    def __init__(self, seq: int, writes: list[_Pending]) -> None:
+        self.seq = seq
+        self.writes = writes
+        self.copy = 0
+        self.out = False
+        self.doubt = False
+        self.due = 0.0
+        self.sent_at = 0.0
 
 
 def _wake(future: asyncio.Future[None]) -> None:
@@ -311,8 +380,11 @@ class _Engine(SyncObj):  # type: ignore[misc]
         self._SyncObj__transport.flush_transmissions()
 
     @replicated  # type: ignore[untyped-decorator]
-    def amber_apply(self, records: list[bytes]) -> list[ApplyResult]:
-        return self.amber_owner._apply_entry(records)
+    def amber_apply(
+        self, records: list[bytes], origin: tuple[bytes, int] | None = None
+    ) -> list[ApplyResult] | str:
+        # ``origin`` is absent from barriers and from entries of older versions.
+        return self.amber_owner._apply_entry(records, origin)
 
 
 @dataclass(slots=True)
@@ -355,9 +427,20 @@ class ClusterNode(Node):
         self._dump_job: threading.Thread | None = None
         self._dump_state = SERIALIZER_STATE.NOT_SERIALIZING
         self._lock = threading.Lock()
+        #: Held while entries are built and handed to PySyncObj, so they reach it in order.
+        self._send_lock = threading.RLock()
         self._queue: list[_Pending] = []
         self._raft_calls: list[Callable[[], None]] = []
-        self._inflight = 0
+        #: This open's origin, its next entry's seq, its unapplied entries (see "Order").
+        self._origin = os.urandom(8)
+        self._next_seq = 1
+        self._window: dict[int, _Entry] = {}
+        #: Barrier-only entries in flight: number -> (sent at, their reads). One
+        #: PySyncObj never answers is dropped after RESEND_AFTER, its reads queued again.
+        self._barriers_out: dict[int, tuple[float, list[_Pending]]] = {}
+        self._barrier_number = 0
+        #: Replicated: the last seq applied per origin (Raft thread, under the store lock).
+        self._origins: dict[bytes, int] = {}
         self._last_time = 0
         self._closed = False
         self._failed: AmberError | None = None
@@ -366,6 +449,7 @@ class ClusterNode(Node):
         self._addresses[cluster.raft_address] = cluster.node_id
         self.entries = 0
         self.barriers = 0
+        self.skipped = 0
         try:
             self.journal = DurableJournal(os.path.join(raft_dir, "journal"), self._files)
             self.recovery_notes.extend(self.journal.notes)
@@ -382,6 +466,7 @@ class ClusterNode(Node):
                 raise OSError(f"cannot bind the raft port {cluster.raft_address}: {exc}") from exc
             self._engine.addOnTickCallback(self.journal.sync)
             self._engine.addOnTickCallback(self._run_raft_calls)
+            self._engine.addOnTickCallback(self._retry_due)
             self._ticking = True
             self._ticker = threading.Thread(
                 target=self._tick_loop, name=f"amber-raft-{cluster.node_id}", daemon=True
@@ -488,14 +573,15 @@ class ClusterNode(Node):
             raise Corrupted(f"cluster snapshot head cannot be read: {exc}{hint}", path) from exc
         if (
             not isinstance(head, list)
-            or len(head) != 5
+            or len(head) < 2
             or head[0] != "r"
-            or head[1] != SNAPSHOT_FORMAT
+            or _HEAD_LENGTH.get(head[1]) != len(head)
         ):
             raise Corrupted(f"not a cluster snapshot (header {head[:2]!r}){hint}", path)
         prev = (bytes(head[2][0]), head[2][1], head[2][2])
         last = (bytes(head[3][0]), head[3][1], head[3][2])
         members = [TCPNode(address) for address in head[4]]
+        origins = {bytes(origin): int(seq) for origin, seq in (head[5] if len(head) > 5 else [])}
         store = self.store
         with store.lock:
             body: Iterator[bytes] = self.watch_hub.divert(chunks)
@@ -504,6 +590,7 @@ class ClusterNode(Node):
             if live:
                 store.reset()
             store.load_image(chain([first], body), seq, path)
+            self._origins = origins
         if live:
             self.watch_hub.reinstall(store.revision)
         else:
@@ -523,6 +610,7 @@ class ClusterNode(Node):
         last, prev, members = data
         with self.store.lock:
             image = self.store.capture()
+            origins = sorted(self._origins.items())
         # Raft entries carry bytes, which Amber's value codec refuses: plain msgpack.
         head = msgpack.packb(
             [
@@ -531,6 +619,7 @@ class ClusterNode(Node):
                 [prev[0], prev[1], prev[2]],
                 [last[0], last[1], last[2]],
                 sorted(node.address for node in members),
+                [[origin, seq] for origin, seq in origins],
             ]
         )
         self._dump_state = SERIALIZER_STATE.SERIALIZING
@@ -585,11 +674,28 @@ class ClusterNode(Node):
 
     # -- applying (the Raft thread) ---------------------------------------------------
 
-    def _apply_entry(self, records: list[bytes]) -> list[ApplyResult]:
+    def _apply_entry(
+        self, records: list[bytes], origin: tuple[bytes, int] | None = None
+    ) -> list[ApplyResult] | str:
+        """Apply one entry's records, unless its ``(origin, seq)`` is not the next one.
+
+        Whether an entry is skipped depends only on the log before it, so
+        every replica skips the same ones (module doc, "Order").
+        """
         store = self.store
         results: list[ApplyResult] = []
+        mine = 0
         try:
             with store.lock:
+                if origin is not None:
+                    source, seq = bytes(origin[0]), int(origin[1])
+                    last = self._origins.get(source, 0)
+                    if seq != last + 1:
+                        self.skipped += 1
+                        return _DUPLICATE if seq <= last else _GAP
+                    self._origins[source] = seq
+                    if source == self._origin:
+                        mine = seq
                 for record in records:
                     results.append(store.apply(store.applied_seq + 1, decode_record(record)))
         except Exception as exc:
@@ -601,7 +707,20 @@ class ClusterNode(Node):
         self.entries += 1
         for result in results:
             self._publish(result)
+        if mine:
+            self._applied_here(mine, results)
         return results
+
+    def _applied_here(self, seq: int, results: list[ApplyResult]) -> None:
+        """One of this node's entries was applied (whichever copy): answer its writers."""
+        with self._lock:
+            entry = self._window.pop(seq, None)
+            if entry is None:
+                return
+            for pending, result in zip(entry.writes, results, strict=False):
+                pending.result = result
+            self._finish(entry.writes)
+        self._propose()
 
     # -- proposing ----------------------------------------------------------------------
 
@@ -632,17 +751,56 @@ class ClusterNode(Node):
         return pending
 
     def _propose(self) -> None:
-        """Send the queue as entries while fewer than ``MAX_INFLIGHT`` are out."""
-        for _ in range(MAX_INFLIGHT):
+        """Send what is due, in seq order: entries to send again, then the queue as new ones.
+
+        An entry waiting out ``RETRY_DELAY`` holds every later one (they would
+        only be skipped for the gap) and the queue. The queue's head becomes a
+        new entry (``_take_group``) while fewer than ``MAX_INFLIGHT`` are unapplied.
+        """
+        with self._send_lock:
+            sends: list[tuple[_Entry | None, int, list[bytes], list[_Pending]]] = []
             with self._lock:
-                if self._inflight >= MAX_INFLIGHT or not self._queue or self._closed:
+                if self._closed:
                     return
-                group = self._take_group()
-                self._inflight += 1
-            records = [p.record for p in group if p.record is not None]
-            if not records:
-                self.barriers += 1
-            self._engine.amber_apply(records, callback=functools.partial(self._proposed, group))
+                now = time.monotonic()
+                held = False
+                for entry in self._window.values():
+                    if entry.out:
+                        if now - entry.sent_at < RESEND_AFTER:
+                            continue
+                        entry.doubt = True  # PySyncObj lost it, or it is still on its way
+                    elif now < entry.due:
+                        held = True
+                        break
+                    sends.append((entry, *self._send_copy(entry, now), []))
+                for number, (sent_at, reads) in list(self._barriers_out.items()):
+                    if now - sent_at >= RESEND_AFTER:
+                        del self._barriers_out[number]  # its late answer is ignored
+                        self._queue[:0] = reads
+                while (
+                    not held
+                    and self._queue
+                    and len(self._window) + len(self._barriers_out) < MAX_INFLIGHT
+                ):  # bounded: each turn fills one of the MAX_INFLIGHT places
+                    group = self._take_group()
+                    writes = [p for p in group if p.record is not None]
+                    reads = [p for p in group if p.record is None]
+                    if writes:
+                        entry = _Entry(self._next_seq, writes)
+                        self._next_seq += 1
+                        self._window[entry.seq] = entry
+                        sends.append((entry, *self._send_copy(entry, now), reads))
+                    else:
+                        self._barrier_number += 1
+                        self._barriers_out[self._barrier_number] = (now, reads)
+                        sends.append((None, self._barrier_number, [], reads))
+            for sent, copy, records, reads in sends:
+                callback = functools.partial(self._proposed, sent, copy, reads)
+                if sent is None:
+                    self.barriers += 1
+                    self._engine.amber_apply([], callback=callback)
+                else:
+                    self._engine.amber_apply(records, (self._origin, sent.seq), callback=callback)
 
     def _take_group(self) -> list[_Pending]:
         """The queue's head up to ``max_batch_bytes`` of records (at least one); lock held.
@@ -662,41 +820,91 @@ class ClusterNode(Node):
         group, self._queue = self._queue[:count], self._queue[count:]
         return group
 
-    def _proposed(self, group: list[_Pending], results: Any, error: int) -> None:
-        """PySyncObj's callback (Raft thread): the entry was applied here, or failed."""
+    @staticmethod
+    def _send_copy(entry: _Entry, now: float) -> tuple[int, list[bytes]]:
+        """Mark a new copy of ``entry`` sent (lock held); returns its number and records."""
+        entry.copy += 1
+        entry.out = True
+        entry.sent_at = now
+        return entry.copy, [p.record for p in entry.writes if p.record is not None]
+
+    def _retry_due(self) -> None:
+        """Tick callback: send the entries whose retry delay is over (or whose copy was lost)."""
+        if self._window or self._barriers_out:
+            self._propose()
+
+    def _proposed(
+        self,
+        entry: _Entry | None,
+        copy: int,
+        reads: list[_Pending],
+        outcome: Any,
+        error: int,
+    ) -> None:
+        """PySyncObj's callback (Raft thread) for one copy: applied, skipped, or failed.
+
+        ``copy`` numbers the copy (of ``entry``, or the barrier-only entry).
+
+        An applied entry was answered already by ``_applied_here``. Otherwise
+        it is sent again after ``RETRY_DELAY``, unless its writers are past
+        their deadline and no copy may still be applied: they get
+        ``Unavailable`` and the entry, emptied, still fills its seq.
+        """
+        now = time.monotonic()
         retry: list[_Pending] = []
         finished: list[_Pending] = []
-        if error == FAIL_REASON.SUCCESS:
-            writes = iter(results)
-            for pending in group:
-                if pending.record is not None:
-                    pending.result = next(writes)
-                finished.append(pending)
-        else:
-            now = time.monotonic()
-            for pending in group:
-                if pending.record is None or error in _NOT_APPLIED:
-                    if now < pending.deadline and self._failed is None and not self._closed:
-                        retry.append(pending)
-                        continue
-                    pending.error = Unavailable(
-                        f"the cluster has no leader or quorum reachable from node "
-                        f"{self.cluster.node_id} (raft: {_fail_name(error)}); nothing was applied"
-                    )
-                else:
-                    pending.error = UnknownOutcome(
-                        f"the leader changed while the write was in flight "
-                        f"(raft: {_fail_name(error)}); it may or may not have been applied"
-                    )
+        stopped = self._failed is not None or self._closed
+        if entry is None:
+            with self._lock:
+                if self._barriers_out.pop(copy, None) is None:
+                    return  # taken as lost: its reads were queued again
+        for pending in reads:
+            if error == FAIL_REASON.SUCCESS:
+                finished.append(pending)  # an entry after the read began was applied here
+            elif now < pending.deadline and not stopped:
+                retry.append(pending)
+            else:
+                pending.error = self._unavailable(error)
                 finished.append(pending)
         with self._lock:
-            self._inflight -= 1
+            if entry is not None and entry.copy == copy and self._window.get(entry.seq) is entry:
+                entry.out = False
+                if error == FAIL_REASON.SUCCESS and outcome == _DUPLICATE:
+                    # Applied before, but not through _apply_entry here: this node
+                    # installed a snapshot that holds it. Its result is not known.
+                    del self._window[entry.seq]
+                    for pending in entry.writes:
+                        pending.error = UnknownOutcome(
+                            "the write was applied while this node caught up from a "
+                            "snapshot; its result is not known"
+                        )
+                    finished.extend(entry.writes)
+                else:
+                    if error != FAIL_REASON.SUCCESS and error not in _NOT_APPLIED:
+                        entry.doubt = True
+                    entry.due = now + RETRY_DELAY
+                    if stopped or not entry.doubt:
+                        expired = [p for p in entry.writes if stopped or now >= p.deadline]
+                        for pending in expired:
+                            pending.error = (
+                                UnknownOutcome(f"node {self.cluster.node_id} stopped")
+                                if entry.doubt
+                                else self._unavailable(error)
+                            )
+                        finished.extend(expired)
+                        entry.writes = [p for p in entry.writes if p not in expired]
             self._finish(finished)
         if retry:
             timer = threading.Timer(RETRY_DELAY, self._requeue, (retry,))
             timer.daemon = True
             timer.start()
         self._propose()
+
+    def _unavailable(self, error: int) -> Unavailable:
+        return Unavailable(
+            f"the cluster has no leader or quorum reachable from node "
+            f"{self.cluster.node_id} (raft: {_fail_name(error)}); nothing was applied"
+        )
 
     def _requeue(self, group: list[_Pending]) -> None:
         with self._lock:
@@ -945,6 +1153,9 @@ class ClusterNode(Node):
                 return
             self._closed = True
             waiting, self._queue = self._queue, []
+            for entry in self._window.values():
+                waiting.extend(entry.writes)  # a later apply answers no one: they are done
+            self._window.clear()
             for pending in waiting:
                 pending.error = Closed("the database is closed")
             self._finish(waiting)

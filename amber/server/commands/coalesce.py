@@ -12,8 +12,10 @@ What changes for an observer: independent writes that arrived together
 share a revision (a watcher sees one revision with several keys). Writes of
 one connection keep their order: the ops of a batch apply in the order they
 were added, and batches reach the log in the order they were flushed (see
-``Coalescer._flush``; how a session orders these against its other writes is
-in :mod:`.session`).
+``Coalescer._flush``; in a cluster, the node applies them in the order
+submitted even when a Raft entry must be retried: "Order" in
+:mod:`amber.replication.cluster`; how a session orders these against its
+other writes is in :mod:`.session`).
 """
 
 from __future__ import annotations
