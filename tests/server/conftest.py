@@ -1,7 +1,8 @@
 """Fixtures for the server tests; the process helpers live in :mod:`server_support`.
 
-Test modules import ``ServerFactory`` / ``ServerProcess`` from here
-(``from conftest import …``), so the names are re-exported.
+Test modules import ``ServerFactory`` / ``ServerProcess`` from
+``server_support``, never from ``conftest``: with one ``conftest`` per folder
+and no packages, ``conftest`` names whichever folder's was imported first.
 """
 
 from __future__ import annotations

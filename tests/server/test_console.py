@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from conftest import ServerFactory, ServerProcess
+from server_support import ServerFactory, ServerProcess
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")

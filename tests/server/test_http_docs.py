@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import httpx
-from conftest import ServerProcess
+from server_support import ServerProcess
 
 #: Every URL the page makes the browser load: src/href attributes and JS string URLs.
 _URLS = re.compile(r"""(?:src|href)=["']([^"']+)["']|\burl:\s*["']([^"']+)["']""")

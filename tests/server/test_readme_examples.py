@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ServerProcess
+from server_support import ServerProcess
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

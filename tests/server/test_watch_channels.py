@@ -18,7 +18,7 @@ from typing import Any
 
 import hiredis
 import pytest
-from conftest import ServerFactory, ServerProcess
+from server_support import ServerFactory, ServerProcess
 
 TIMEOUT_S = 10.0
 
