@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run cluster test lint typecheck unit bench soak chaos clean
+.PHONY: run cluster test lint typecheck unit bench compat soak chaos clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ bench: $(STAMP)
 	$(PY) bench/http_load.py
 	$(PY) bench/backends.py
 	$(PY) bench/cluster.py
+
+## compat: redis-py 8.1.0's own tests for the commands Amber claims, vs redis-server (a gate)
+compat: $(STAMP)
+	$(PY) bench/redis_py_compat.py
 
 ## soak: the long runs (500 crash cycles, …)
 soak: $(STAMP)
