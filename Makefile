@@ -8,7 +8,7 @@ HASH   := $(shell cksum < pyproject.toml | cut -d' ' -f1)
 RUN_STAMP  := $(VENV)/.installed-run-$(HASH)
 TEST_STAMP := $(VENV)/.installed-test-$(HASH)
 
-.PHONY: run cluster test lint typecheck unit bench soak soak-memory chaos clean
+.PHONY: run cluster test lint typecheck unit bench compat soak soak-memory chaos clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -54,12 +54,16 @@ bench: $(TEST_STAMP)
 	$(PY) bench/backends.py
 	$(PY) bench/cluster.py
 
+## compat: redis-py 8.1.0's own tests for the commands Amber claims, vs redis-server (a gate)
+compat: $(TEST_STAMP)
+	$(PY) bench/redis_py_compat.py
+
 ## soak: the long runs (500 crash cycles, …)
 soak: $(TEST_STAMP)
 	AMBER_CRASH_CYCLES=500 $(PY) -m pytest -q -m slow
 
 ## soak-memory: 1M overwrites of one key on a real server, RSS every 100k (flat once the history is full; 15 min at most)
-soak-memory: $(STAMP)
+soak-memory: $(TEST_STAMP)
 	$(PY) tests/adversarial/soak_memory.py --writes 1000000 --every 100000 --max-seconds 900
 
 ## chaos: randomized fault-injection rounds for CHAOS_MINUTES (15); failing seeds kept in chaos-runs/
