@@ -34,6 +34,7 @@ from .config import Config
 from .errors import Closed, InvalidArgument, TooLarge
 from .model import check_key, check_table, freeze, pack
 from .node.node import Node
+from .node.replicator import ClusterStatus, StateMachine
 from .persistence import Backend, FileLayer, LogBackend, open_backend
 from .store.batch import (
     COMPARE_OPS,
@@ -84,7 +85,7 @@ class Database:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"revision {self.revision}"
-        return f"<amber.Database {self._node.backend.name} {state}>"
+        return f"<amber.Database {self._node.replicator.name} {state}>"
 
     @property
     def revision(self) -> int:
@@ -108,7 +109,7 @@ class Database:
         self._check_open()
         await self._node.aread_barrier()
 
-    def cluster_status(self) -> dict[str, Any] | None:
+    def cluster_status(self) -> ClusterStatus | None:
         """Members, leader, term, commit/applied index, lag; None when not in a cluster."""
         self._check_open()
         return self._node.cluster_status()
@@ -119,14 +120,13 @@ class Database:
         Blocks until the cluster confirms (``UnknownOutcome`` after the timeout).
         """
         self._check_open()
-        node = self._node
-        status = node.cluster_status()
-        if status is None:
+        members = self._node.membership()
+        if members is None:
             raise InvalidArgument("this database is not a cluster member")
         actions: dict[str, tuple[Callable[..., None], range]] = {
-            "add": (node.add_member, range(2, 3)),  # type: ignore[attr-defined]
-            "remove": (node.remove_member, range(1, 2)),  # type: ignore[attr-defined]
-            "transfer": (node.transfer_leadership, range(2)),  # type: ignore[attr-defined]
+            "add": (members.add_member, range(2, 3)),
+            "remove": (members.remove_member, range(1, 2)),
+            "transfer": (members.transfer_leadership, range(2)),
         }
         if action not in actions:
             raise InvalidArgument(f"cluster change is add, remove or transfer, not {action!r}")
@@ -513,7 +513,7 @@ def open(
             backend = LogBackend(target, config, files)
         else:
             backend = open_backend(target, config)
-    return Database(Node(backend, config, jobs=jobs))
+    return Database(Node.local(backend, config, jobs=jobs))
 
 
 def open_cluster(
@@ -530,12 +530,12 @@ def open_cluster(
     here. Handle reads are this replica's state: call ``db.barrier()``
     first for a linearizable read. See :mod:`amber.replication.cluster`.
     """
-    from .replication.cluster import ClusterNode  # noqa: PLC0415 (PySyncObj: clusters only)
+    from .replication.cluster import Raft  # noqa: PLC0415 (PySyncObj: clusters only)
 
     config = config or Config()
     if settings:
         config = config.replace(**settings)
-    return Database(ClusterNode(folder, config, cluster, jobs=jobs))
+    return Database(Node(Raft(StateMachine(config), folder, cluster), jobs=jobs))
 
 
 __all__ = [

@@ -1,5 +1,10 @@
 """The commit pipeline: sequence batches, make them durable in groups, apply.
 
+It is the heart of :class:`~amber.node.local_log.LocalLog`, the
+single-process :class:`~amber.node.replicator.Replicator`; each submitted
+batch is a :class:`~amber.node.replicator.Completion` until its writer is
+woken.
+
 A write goes through three steps:
 
 1. ``submit`` stamps the batch with the next log sequence number and a
@@ -35,11 +40,9 @@ dropped the dirty pages, so only a reopen can say what is durable.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
-from asyncio import _get_running_loop as asyncio_running_loop
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -49,6 +52,7 @@ from ..errors import AmberError, Closed, StorageFailed
 from ..persistence import Backend
 from ..store.batch import Batch, stamp
 from ..store.state import ApplyResult, Store
+from .replicator import Completion, complete
 
 log = logging.getLogger(__name__)
 
@@ -58,32 +62,8 @@ INLINE_FLUSH_MAX = 0.005
 _FLUSH_EWMA = 0.2
 
 
-class Ticket:
-    """One submitted batch, until its result is known."""
-
-    __slots__ = ("batch", "done", "error", "future", "loop", "result", "seq", "wake")
-
-    def __init__(self, seq: int, batch: Batch) -> None:
-        self.seq = seq
-        self.batch = batch
-        self.done = False
-        self.result: ApplyResult | None = None
-        self.error: AmberError | None = None
-        self.future: asyncio.Future[None] | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
-        #: Set while a writer thread sleeps on this ticket.
-        self.wake: threading.Event | None = None
-
-
-def _wake(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-def _wake_all(futures: list[asyncio.Future[None]]) -> None:
-    for future in futures:
-        if not future.done():
-            future.set_result(None)
+#: The pipeline's former name for a submitted batch (now the shared completion type).
+Ticket = Completion
 
 
 class CommitPipeline:
@@ -104,7 +84,7 @@ class CommitPipeline:
         self._on_applied = on_applied
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._pending: deque[Ticket] = deque()
+        self._pending: deque[Completion] = deque()
         self._next_seq = next_seq
         self._last_time = 0
         self._leading = False
@@ -128,7 +108,7 @@ class CommitPipeline:
 
     # -- submitting ---------------------------------------------------------
 
-    def submit(self, batch: Batch, body: bytes) -> Ticket:
+    def submit(self, batch: Batch, body: bytes) -> Completion:
         """Sequence an encoded batch and queue it for the next flush."""
         with self._lock:
             if self._failed is not None:
@@ -146,7 +126,7 @@ class CommitPipeline:
                 self._fail(exc)
                 raise
             self._next_seq = seq + 1
-            ticket = Ticket(seq, Batch(batch.ops, batch.compares, now))
+            ticket = Completion(seq, Batch(batch.ops, batch.compares, now))
             self._pending.append(ticket)
             self.bytes += len(record)
         return ticket
@@ -158,13 +138,13 @@ class CommitPipeline:
 
     # -- waiting ------------------------------------------------------------
 
-    def wait(self, ticket: Ticket) -> ApplyResult:
+    def wait(self, ticket: Completion) -> ApplyResult:
         """Block until the ticket's batch is durable and applied."""
         if not ticket.done:
             self._lead_until(lambda: ticket.done, self._sync_on_ack, ticket)
         return self._outcome(ticket)
 
-    async def wait_async(self, ticket: Ticket) -> ApplyResult:
+    async def wait_async(self, ticket: Completion) -> ApplyResult:
         """Like ``wait``, for asyncio; see the module doc for who flushes.
 
         The writers of one loop turn share one flush: the loop leads it once
@@ -251,14 +231,11 @@ class CommitPipeline:
 
     # -- leading ------------------------------------------------------------
 
-    def _outcome(self, ticket: Ticket) -> ApplyResult:
-        if ticket.error is not None:
-            raise ticket.error
-        assert ticket.result is not None
-        return ticket.result
+    def _outcome(self, ticket: Completion) -> ApplyResult:
+        return ticket.outcome()
 
     def _lead_until(
-        self, finished: Callable[[], bool], sync: bool, ticket: Ticket | None = None
+        self, finished: Callable[[], bool], sync: bool, ticket: Completion | None = None
     ) -> None:
         """Lead flushes until ``finished()``, or sleep while someone else leads.
 
@@ -324,7 +301,7 @@ class CommitPipeline:
         if sync:
             self.fsyncs += 1
         with self._lock:
-            group: list[Ticket] = []
+            group: list[Completion] = []
             pending = self._pending
             while pending and pending[0].seq <= upto:
                 group.append(pending.popleft())
@@ -336,7 +313,9 @@ class CommitPipeline:
         try:
             with store.lock:
                 for ticket in group:
-                    ticket.result = store.apply(ticket.seq, ticket.batch)
+                    batch = ticket.batch
+                    assert batch is not None  # made by ``submit``, with its stamped batch
+                    ticket.result = store.apply(ticket.seq, batch)
         except Exception as exc:  # a bug in apply: the state is unknown, stop writing
             log.exception("applying a batch failed; refusing further writes")
             with self._lock:
@@ -359,28 +338,9 @@ class CommitPipeline:
         with self._lock:
             self._finish(group)
 
-    def _finish(self, group: list[Ticket]) -> None:
-        """Mark tickets done and wake their writers (lock held, so no wake-up is lost).
-
-        Asyncio writers are woken directly when this runs in their loop, else
-        with one ``call_soon_threadsafe`` per loop for the whole group.
-        """
-        elsewhere: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
-        running = asyncio_running_loop()
-        for ticket in group:
-            ticket.done = True
-            if ticket.wake is not None:
-                ticket.wake.set()
-            future, loop = ticket.future, ticket.loop
-            if future is not None and loop is not None:
-                if loop is running:
-                    _wake(future)
-                else:
-                    elsewhere.setdefault(loop, []).append(future)
-        for loop, futures in elsewhere.items():
-            # A closed loop has nobody left waiting.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_wake_all, futures)
+    def _finish(self, group: list[Completion]) -> None:
+        """Mark tickets done and wake their writers (lock held, so no wake-up is lost)."""
+        complete(group)
 
     def _fail(self, exc: AmberError) -> None:
         """Stop writes and fail every queued ticket (lock held)."""

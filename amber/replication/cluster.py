@@ -1,4 +1,11 @@
-"""A cluster node: the store replicated through Raft, with PySyncObj as the engine.
+"""The cluster's replicator: the store replicated through Raft, with PySyncObj as the engine.
+
+:class:`Raft` is the :class:`~amber.node.replicator.Replicator` of a
+cluster member: a :class:`~amber.node.node.Node` composes it as it composes
+:class:`~amber.node.local_log.LocalLog` alone, and waits on the same
+:class:`~amber.node.replicator.Completion` for a write or a read barrier.
+Cluster-only abilities are its optional capabilities: ``status()`` and
+``membership()`` (add, remove, transfer leadership).
 
 How a write travels
 -------------------
@@ -95,7 +102,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
@@ -116,11 +122,18 @@ from ..errors import (
     UnknownOutcome,
 )
 from ..model.codec import unpack
-from ..node.node import Node, now_ms
-from ..node.supervisor import Supervisor
+from ..node.node import now_ms
+from ..node.replicator import (
+    ClusterStatus,
+    Completion,
+    Job,
+    Membership,
+    StateMachine,
+    complete,
+)
 from ..persistence.files import FileLayer, LockHeld, OsFiles
 from ..persistence.snapshot import read_chunks, write_chunk_file
-from ..store.batch import Batch, decode_record, encode_body, stamp
+from ..store.batch import Batch, decode_record, stamp
 from ..store.state import ApplyResult, Store, StoreImage
 from . import hardening
 from .config import ClusterConfig, parse_address
@@ -128,7 +141,7 @@ from .journal import DurableJournal
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ClusterNode"]
+__all__ = ["Raft"]
 
 #: Raft entries one node keeps unapplied at once; later writes gather into the next.
 MAX_INFLIGHT = 2
@@ -189,22 +202,6 @@ _NOT_APPLIED = {
 _STATE_NAMES = {0: "follower", 1: "candidate", 2: "leader"}
 
 
-class _Pending:
-    """A write (with a record) or a read barrier (without), until its entry is applied."""
-
-    __slots__ = ("deadline", "done", "error", "future", "loop", "record", "result", "wake")
-
-    def __init__(self, record: bytes | None, deadline: float) -> None:
-        self.record = record
-        self.deadline = deadline
-        self.done = False
-        self.result: ApplyResult | None = None
-        self.error: AmberError | None = None
-        self.wake: threading.Event | None = None
-        self.future: asyncio.Future[None] | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
-
-
 class _Entry:
     """This node's entry of writes number ``seq``, until one of its copies is applied.
 
@@ -215,7 +212,7 @@ class _Entry:
 
     __slots__ = ("copy", "doubt", "due", "out", "sent_at", "seq", "writes")
 
-    def __init__(self, seq: int, writes: list[_Pending]) -> None:
+    def __init__(self, seq: int, writes: list[Completion]) -> None:
         self.seq = seq
         self.writes = writes
         self.copy = 0
@@ -223,11 +220,6 @@ class _Entry:
         self.doubt = False
         self.due = 0.0
         self.sent_at = 0.0
-
-
-def _wake(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 class _Transport(TCPTransport):  # type: ignore[misc]
@@ -361,7 +353,7 @@ class _Engine(SyncObj):  # type: ignore[misc]
 
     def __init__(
         self,
-        owner: ClusterNode,
+        owner: Raft,
         journal: DurableJournal,
         address: str,
         peers: list[str],
@@ -387,29 +379,29 @@ class _Engine(SyncObj):  # type: ignore[misc]
         return self.amber_owner._apply_entry(records, origin)
 
 
-@dataclass(slots=True)
-class _Backend:
-    """What ``Database`` asks of a node's backend: its name."""
+class Raft:
+    """A :class:`~amber.node.replicator.Replicator` whose order of batches comes from Raft.
 
-    name: str = "raft"
-
-
-class ClusterNode(Node):
-    """A :class:`~amber.node.node.Node` whose order of batches comes from Raft."""
+    Opening it loads ``state`` from this member's snapshot and journal in
+    ``folder`` (locked while open) and joins the cluster.
+    """
 
     def __init__(
         self,
+        state: StateMachine,
         folder: str | os.PathLike[str],
-        config: Config,
         cluster: ClusterConfig,
         *,
-        jobs: bool = True,
         files: FileLayer | None = None,
     ) -> None:
         hardening.install()
         self.cluster = cluster
-        self.backend = _Backend()  # type: ignore[assignment]
-        self._start_state(config)
+        self.name = "raft"
+        self.state = state
+        self.config: Config = state.config
+        self.store = state.store
+        self.watch_hub = state.watch_hub
+        self._publish = state.publish
         self.recovery_notes: list[str] = []
         self._files = files or OsFiles()
         self._folder = os.fspath(folder)
@@ -429,7 +421,7 @@ class ClusterNode(Node):
         self._lock = threading.Lock()
         #: Held while entries are built and handed to PySyncObj, so they reach it in order.
         self._send_lock = threading.RLock()
-        self._queue: list[_Pending] = []
+        self._queue: list[Completion] = []
         self._raft_calls: list[Callable[[], None]] = []
         #: This open's origin, its next entry's seq, its unapplied entries (see "Order").
         self._origin = os.urandom(8)
@@ -437,12 +429,14 @@ class ClusterNode(Node):
         self._window: dict[int, _Entry] = {}
         #: Barrier-only entries in flight: number -> (sent at, their reads). One
         #: PySyncObj never answers is dropped after RESEND_AFTER, its reads queued again.
-        self._barriers_out: dict[int, tuple[float, list[_Pending]]] = {}
+        self._barriers_out: dict[int, tuple[float, list[Completion]]] = {}
         self._barrier_number = 0
         #: Replicated: the last seq applied per origin (Raft thread, under the store lock).
         self._origins: dict[bytes, int] = {}
         self._last_time = 0
         self._closed = False
+        #: Set by ``close`` once the engine is being stopped (``_closed`` comes first).
+        self._shut = False
         self._failed: AmberError | None = None
         self._preloaded: tuple[Any, ...] | None = None
         self._addresses = {address: name for name, address in cluster.peers.items()}
@@ -476,9 +470,6 @@ class ClusterNode(Node):
         except BaseException:
             self._release()
             raise
-        self.supervisor = Supervisor()
-        if jobs:
-            self.supervisor.every("ttl-sweeper", config.ttl_sweep_ms / 1000, self.sweep_expired)
 
     def _conf(self) -> SyncObjConf:
         c = self.cluster
@@ -730,22 +721,23 @@ class ClusterNode(Node):
         if self._closed:
             raise Closed("the database is closed")
 
-    def submit(self, batch: Batch, body: bytes | None = None) -> _Pending:  # type: ignore[override]
-        """Queue a write for the next Raft entry."""
-        body = encode_body(batch) if body is None else body
+    def submit(self, batch: Batch, body: bytes) -> Completion:
+        """Queue an encoded write for the next Raft entry."""
         with self._lock:
             self._check_open()
             now = max(now_ms(), self._last_time)
             self._last_time = now
-            pending = _Pending(stamp(now, body), time.monotonic() + self.cluster.timeout_s)
+            pending = Completion(
+                record=stamp(now, body), deadline=time.monotonic() + self.cluster.timeout_s
+            )
             self._queue.append(pending)
         self._propose()
         return pending
 
-    def _barrier(self) -> _Pending:
+    def _barrier(self) -> Completion:
         with self._lock:
             self._check_open()
-            pending = _Pending(None, time.monotonic() + self.cluster.timeout_s)
+            pending = Completion(deadline=time.monotonic() + self.cluster.timeout_s)
             self._queue.append(pending)
         self._propose()
         return pending
@@ -758,7 +750,7 @@ class ClusterNode(Node):
         new entry (``_take_group``) while fewer than ``MAX_INFLIGHT`` are unapplied.
         """
         with self._send_lock:
-            sends: list[tuple[_Entry | None, int, list[bytes], list[_Pending]]] = []
+            sends: list[tuple[_Entry | None, int, list[bytes], list[Completion]]] = []
             with self._lock:
                 if self._closed:
                     return
@@ -802,7 +794,7 @@ class ClusterNode(Node):
                 else:
                     self._engine.amber_apply(records, (self._origin, sent.seq), callback=callback)
 
-    def _take_group(self) -> list[_Pending]:
+    def _take_group(self) -> list[Completion]:
         """The queue's head up to ``max_batch_bytes`` of records (at least one); lock held.
 
         Bounds a Raft entry, hence the largest frame a peer sends
@@ -837,7 +829,7 @@ class ClusterNode(Node):
         self,
         entry: _Entry | None,
         copy: int,
-        reads: list[_Pending],
+        reads: list[Completion],
         outcome: Any,
         error: int,
     ) -> None:
@@ -851,8 +843,8 @@ class ClusterNode(Node):
         ``Unavailable`` and the entry, emptied, still fills its seq.
         """
         now = time.monotonic()
-        retry: list[_Pending] = []
-        finished: list[_Pending] = []
+        retry: list[Completion] = []
+        finished: list[Completion] = []
         stopped = self._failed is not None or self._closed
         if entry is None:
             with self._lock:
@@ -906,7 +898,7 @@ class ClusterNode(Node):
             f"{self.cluster.node_id} (raft: {_fail_name(error)}); nothing was applied"
         )
 
-    def _requeue(self, group: list[_Pending]) -> None:
+    def _requeue(self, group: list[Completion]) -> None:
         with self._lock:
             if self._closed:
                 for pending in group:
@@ -916,18 +908,13 @@ class ClusterNode(Node):
             self._queue[:0] = group
         self._propose()
 
-    def _finish(self, group: list[_Pending]) -> None:
+    def _finish(self, group: list[Completion]) -> None:
         """Mark done and wake waiters (lock held)."""
-        for pending in group:
-            pending.done = True
-            if pending.wake is not None:
-                pending.wake.set()
-            if pending.future is not None and pending.loop is not None:
-                pending.loop.call_soon_threadsafe(_wake, pending.future)
+        complete(group)
 
     # -- waiting -----------------------------------------------------------------------
 
-    def _wait(self, pending: _Pending) -> None:
+    def _wait(self, pending: Completion) -> None:
         with self._lock:
             if not pending.done:
                 pending.wake = threading.Event()
@@ -935,7 +922,7 @@ class ClusterNode(Node):
             pending.wake.wait(max(0.0, pending.deadline - time.monotonic()))
         self._raise_unfinished(pending)
 
-    async def _wait_async(self, pending: _Pending) -> None:
+    async def _wait_async(self, pending: Completion) -> None:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         with self._lock:
@@ -947,7 +934,7 @@ class ClusterNode(Node):
                 await asyncio.wait_for(future, max(0.0, pending.deadline - time.monotonic()))
         self._raise_unfinished(pending)
 
-    def _raise_unfinished(self, pending: _Pending) -> None:
+    def _raise_unfinished(self, pending: Completion) -> None:
         if not pending.done:
             if pending.record is None:
                 raise Unavailable(
@@ -961,33 +948,32 @@ class ClusterNode(Node):
         if pending.error is not None:
             raise pending.error
 
-    def commit(self, batch: Batch, body: bytes | None = None) -> ApplyResult:
-        """Replicate a batch; return once a majority holds it and it is applied here."""
-        pending = self.submit(batch, body)
-        self._wait(pending)
-        assert pending.result is not None
-        return pending.result
+    def wait(self, completion: Completion) -> ApplyResult:
+        """Return the write's result once a majority holds it and it is applied here.
 
-    async def acommit(self, batch: Batch, body: bytes | None = None) -> ApplyResult:
-        pending = self.submit(batch, body)
-        await self._wait_async(pending)
-        assert pending.result is not None
-        return pending.result
+        ``UnknownOutcome`` when that is not known within ``timeout_s``.
+        """
+        self._wait(completion)
+        return completion.outcome()
+
+    async def wait_async(self, completion: Completion) -> ApplyResult:
+        """``wait`` for asyncio."""
+        await self._wait_async(completion)
+        return completion.outcome()
 
     def read_barrier(self) -> None:
         """Return once every write committed before this call is applied on this node."""
         self._wait(self._barrier())
 
     async def aread_barrier(self) -> None:
+        """``read_barrier`` for asyncio."""
         await self._wait_async(self._barrier())
 
     # -- background work --------------------------------------------------------------------
 
-    def sweep_expired(self) -> int:
-        """The leader proposes expirations; followers apply them from the log."""
-        if not self.is_leader:
-            return 0
-        return super().sweep_expired()
+    def jobs(self) -> list[Job]:
+        """None: PySyncObj compacts its journal itself (see ``_serialize``)."""
+        return []
 
     def snapshot(self) -> int:
         """Ask PySyncObj to compact now (it snapshots on its thread); returns the applied seq."""
@@ -998,6 +984,7 @@ class ClusterNode(Node):
 
     @property
     def is_leader(self) -> bool:
+        """Whether this member leads: only the leader proposes TTL expirations."""
         return bool(self._engine._isLeader())
 
     def _name(self, node: Any) -> str | None:
@@ -1006,10 +993,11 @@ class ClusterNode(Node):
         address = node.address if hasattr(node, "address") else str(node)
         return self._addresses.get(address, address)
 
-    def cluster_status(self) -> dict[str, Any] | None:
-        return self.status()
+    def membership(self) -> Membership:
+        """This member changes the cluster's members itself."""
+        return self
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> ClusterStatus:
         """Members, leader, term, indexes and health, for ``AMBER.CLUSTER`` and ``/v1/cluster``."""
         engine = self._engine
         raw = engine.getStatus()
@@ -1127,10 +1115,9 @@ class ClusterNode(Node):
     # -- lifecycle --------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
+        """Journal counters in the shape of the local pipeline's (the node adds ``cluster``)."""
         journal = self.journal.stats()
         return {
-            "revision": self.store.revision,
-            "applied_seq": self.store.applied_seq,
             "backend": "raft",
             "durability": "always",
             "pipeline": {
@@ -1141,13 +1128,14 @@ class ClusterNode(Node):
                 "last_seq": self.store.applied_seq,
                 "failed": str(self._failed) if self._failed else None,
             },
-            "jobs": self.supervisor.health(),
-            "watch": self.watch_hub.stats(),
-            "cluster": self.status(),
         }
 
-    def close(self) -> None:
-        """Stop jobs and the Raft engine, sync the journal, release the folder."""
+    def stop_writes(self) -> None:
+        """Refuse new writes and barriers; the waiting ones get ``Closed`` (idempotent).
+
+        A write already in an entry may still be applied (here, before the
+        engine stops, or on the others): nobody is left to be told.
+        """
         with self._lock:
             if self._closed:
                 return
@@ -1159,7 +1147,14 @@ class ClusterNode(Node):
             for pending in waiting:
                 pending.error = Closed("the database is closed")
             self._finish(waiting)
-        self.supervisor.stop()
+
+    def close(self) -> None:
+        """``stop_writes``, then stop the Raft engine, sync the journal, release the folder."""
+        self.stop_writes()
+        with self._lock:
+            if self._shut:
+                return
+            self._shut = True
         try:
             self._ticking = False
             self._ticker.join(timeout=10)
@@ -1167,9 +1162,7 @@ class ClusterNode(Node):
             if self._dump_job is not None:
                 self._dump_job.join(timeout=60)  # the folder stays ours until it is written
         finally:
-            self.watch_hub.close()
             self._release()
-            self._listeners.clear()
 
 
 def _fail_name(error: int) -> str:

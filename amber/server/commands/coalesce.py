@@ -71,6 +71,10 @@ def coalescible(ops: list[Any]) -> bool:
 class Pending:
     """A reply that exists once its batch is durable; a lighter ``asyncio.Future``.
 
+    Not the node's :class:`~amber.node.replicator.Completion` (which this
+    coalescer's batch waits on, one for many commands): a command's place in
+    its connection's reply order.
+
     It is also the batch's record of the command (who asked, what to answer,
     which ops are its own): one object per write, not two. The front end sets
     ``notify``; it is called once per batch for all of its connection's
