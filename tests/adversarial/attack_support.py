@@ -113,7 +113,7 @@ class PingWatch:
         client = _ping_client(self.server, self.password)
         try:
             client.ping()
-            while not self._stop.is_set():
+            while True:  # at least one timed PING, even for an attack over at once
                 started = time.monotonic()
                 try:
                     client.ping()
@@ -121,7 +121,8 @@ class PingWatch:
                     self.errors.append(repr(exc))
                     return
                 self.times.append(time.monotonic() - started)
-                self._stop.wait(self.interval)
+                if self._stop.wait(self.interval):
+                    break
         finally:
             client.close()
 
