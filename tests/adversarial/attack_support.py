@@ -32,6 +32,8 @@ from typing import Any
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "server"))
 
@@ -65,12 +67,14 @@ def rss_bytes(pid: int) -> int:
 
 
 def _ping_client(server: ServerProcess, password: str | None) -> redis.Redis:
+    """A client that reports a slow or failed PING once, never retrying it away."""
     return redis.Redis(
         host=server.host,
         port=server.port,
         password=password,
         socket_timeout=10,
         socket_connect_timeout=10,
+        retry=Retry(NoBackoff(), 0),
     )
 
 
