@@ -8,6 +8,8 @@ import pytest
 from redis.crc import key_slot as redis_key_slot
 
 from amber.cluster.slots import SLOTS, Member, SlotMap, crc16, hash_tag, key_slot, redis_node_id
+from amber.errors import InvalidArgument
+from amber.server.settings import load_settings
 
 
 def test_crc16_is_xmodem() -> None:
@@ -80,3 +82,17 @@ def test_slot_map_rejects_overlaps_and_unknown_groups() -> None:
     partial = SlotMap(1, ((0, 99, "g"), (200, 299, "g")), {"g": members})
     assert partial.assigned() == 200 and partial.owner(150) is None
     assert partial.slots_of("g") == [(0, 99), (200, 299)]
+
+
+def test_cluster_mode_settings() -> None:
+    with pytest.raises(InvalidArgument, match="raft or redis"):
+        load_settings({"cluster_mode": "sharded"}, environ={})
+    with pytest.raises(InvalidArgument, match="needs a cluster"):
+        load_settings({"cluster_mode": "redis"}, environ={})
+    with pytest.raises(InvalidArgument, match="id=host:port"):
+        load_settings({"node_id": "n1", "cluster_resp_peers": "127.0.0.1:7410"}, environ={})
+    settings = load_settings(
+        {"node_id": "n1", "cluster_mode": "redis", "cluster_resp_peers": "n2=127.0.0.1:7410"},
+        environ={},
+    )
+    assert settings.cluster_mode == "redis"
