@@ -111,6 +111,19 @@ def serve(  # noqa: PLR0917  (typer maps each option to a parameter)
             help="Cluster mode without a secret: Raft traffic unencrypted and unauthenticated.",
         ),
     ] = None,
+    cluster_mode: Annotated[
+        str | None,
+        typer.Option(
+            help="Cluster mode: raft (any keys to any member) | redis (also the Redis Cluster "
+            "protocol: CLUSTER SLOTS/NODES/..., CROSSSLOT errors). " + _default("raft"),
+        ),
+    ] = None,
+    cluster_resp_peers: Annotated[
+        str | None,
+        typer.Option(
+            help="--cluster-mode redis: the other members' RESP addresses, n2=host:port,..."
+        ),
+    ] = None,
     backup_dir: Annotated[
         str | None,
         typer.Option(
@@ -175,6 +188,8 @@ def serve(  # noqa: PLR0917  (typer maps each option to a parameter)
         "peers": peers,
         "cluster_secret_file": None if cluster_secret_file is None else str(cluster_secret_file),
         "insecure_cluster": insecure_cluster,
+        "cluster_mode": cluster_mode,
+        "cluster_resp_peers": cluster_resp_peers,
         "backup_dir": backup_dir,
         "backup_s3": backup_s3,
     }

@@ -103,8 +103,11 @@ class LocalCluster:
         extra_args: Iterable[str] = (),
         log_level: str = "warning",
         peer_address: Callable[[LocalNode, LocalNode], str] | None = None,
+        redis_cluster: bool = False,
     ) -> None:
         self.folder = Path(folder)
+        #: Start the nodes with ``--cluster-mode redis`` (the Redis Cluster protocol).
+        self.redis_cluster = redis_cluster
         self.peer_address = peer_address
         self.secret_file = secret_file or ensure_secret(self.folder / "cluster.secret")
         self.durability = durability
@@ -141,6 +144,14 @@ class LocalCluster:
             for m in (self.nodes if members is None else members)
             if m is not node
         )
+        resp_peers = ",".join(
+            f"{m.node_id}={m.host}:{m.resp_port}" for m in self.nodes if m is not node
+        )
+        redis_mode = (
+            ["--cluster-mode", "redis", "--cluster-resp-peers", resp_peers]
+            if self.redis_cluster
+            else []
+        )
         return [
             sys.executable, "-m", "amber.cli", "serve",
             "--data", str(node.data),
@@ -154,6 +165,7 @@ class LocalCluster:
             "--peers", peers,
             "--cluster-secret-file", str(self.secret_file),
             "--log-level", self.log_level,
+            *redis_mode,
             *self.extra_args,
         ]  # fmt: skip
 

@@ -65,8 +65,10 @@ from ..errors import Compacted, InvalidArgument
 from ..node.supervisor import Supervisor
 from ..persistence.volatile import ENV as VOLATILE_FILES_ENV
 from ..persistence.volatile import VolatileFiles
+from ..replication.config import parse_peers
 from .commands import RuntimeConfig, ServerState
 from .commands.admin import snapshots_of
+from .commands.cluster import RedisClusterView
 from .context import ServerContext
 from .resp import RespLimits, RespServer
 from .settings import ServeSettings, exposed_without_password
@@ -357,6 +359,10 @@ async def serve(
     ctx.backups = settings.backup_policy()
     redis_config = settings.redis_config()
     state = ServerState(ctx, RuntimeConfig(redis_config))
+    if settings.cluster_mode == "redis":
+        state.redis_cluster = RedisClusterView(
+            db, settings.bind, parse_peers(settings.cluster_resp_peers), state.config
+        )
     snapshots_of(state)  # counts changes since the start for INFO persistence
     ctx.metrics.registry.register(state.stats.collector())
     jobs = Supervisor()

@@ -121,6 +121,13 @@ class ServeSettings:
     cluster_secret_file: str = ""
     #: Run a cluster without a secret (unencrypted, unauthenticated Raft traffic).
     insecure_cluster: bool = False
+    #: ``raft`` (the default): a Raft cluster, clients send any keys to any member.
+    #: ``redis``: also speak the Redis Cluster protocol (CLUSTER SLOTS/NODES/...,
+    #: CROSSSLOT for multi-key commands across slots); one group owns every slot.
+    cluster_mode: str = "raft"
+    #: ``redis`` mode: the other members' RESP addresses, ``n2=host:port,...``,
+    #: which CLUSTER SLOTS/NODES tell clients (Raft knows only raft addresses).
+    cluster_resp_peers: str = ""
     #: A cluster write or read that cannot finish within this many seconds fails.
     cluster_timeout: float = 10.0
     #: The folder ``AMBER.BACKUP <name>`` writes into (empty: DATA/backups for a
@@ -152,6 +159,12 @@ class ServeSettings:
                 raise InvalidArgument(f"{name} must be >= 1")
         if (self.peers or self.raft_port or self.cluster_secret_file) and not self.node_id:
             raise InvalidArgument("--peers, --raft-port and --cluster-secret-file need --node-id")
+        if self.cluster_mode not in ("raft", "redis"):
+            raise InvalidArgument(f"cluster_mode must be raft or redis, not {self.cluster_mode!r}")
+        if self.cluster_mode == "redis" and not self.node_id:
+            raise InvalidArgument("--cluster-mode redis needs a cluster (--node-id)")
+        if self.cluster_resp_peers:
+            parse_peers(self.cluster_resp_peers)
         if self.http_header_timeout <= 0 or self.http_body_timeout <= 0:
             raise InvalidArgument("http_header_timeout and http_body_timeout must be > 0")
         if self.backup_s3 and not self.backup_s3.startswith("s3://"):

@@ -439,8 +439,8 @@ def info_sections(state: Any) -> dict[str, dict[str, Any]]:
             for m in _modules()
         )
     }
-    # Redis Cluster (hash slots) is not spoken; a Raft cluster shows under "replication".
-    sections["cluster"] = {"cluster_enabled": 0}
+    # Hash slots are spoken with --cluster-mode redis; the Raft view is under "replication".
+    sections["cluster"] = {"cluster_enabled": int(state.redis_cluster is not None)}
     tables = stats.get("tables", {})
     keys = sum(tables.values())
     sections["keyspace"] = {"db0": f"keys={keys},expires=0,avg_ttl=0"} if keys else {}

@@ -13,8 +13,9 @@ import asyncio
 import json
 from typing import Any
 
+from ...cluster.slots import Member, SlotMap, key_slot, redis_node_id
 from .registry import REGISTRY, CommandError, arity_error
-from .replies import Simple
+from .replies import Simple, Verbatim
 from .session import error_reply
 
 command = REGISTRY.command
@@ -66,3 +67,139 @@ def readwrite(session: Any, kv: Any, args: list[bytes]) -> Any:
     """Linearizable reads again on this connection (the default)."""
     session.stale_reads = False
     return OK
+
+
+# -- Redis Cluster protocol (``--cluster-mode redis``) ----------------------------
+
+CLUSTER_DISABLED = "This instance has cluster support disabled"
+#: The one Raft group; it owns every slot until sharding (issue #14) adds more.
+GROUP = "g1"
+
+
+class RedisClusterView:
+    """This server's Redis Cluster view of its Raft group, built from the live status.
+
+    The Raft leader is the shard's master, followers are its replicas; the
+    map is recomputed per call, so a leader change shows at once. Members
+    whose RESP address is not known (added online, not in
+    ``--cluster-resp-peers``) are left out, not guessed.
+    """
+
+    def __init__(self, db: Any, host: str, resp_peers: dict[str, str], config: Any) -> None:
+        self.db = db
+        self.host = host
+        self.resp_peers = resp_peers
+        self._config = config
+
+    def own_port(self) -> int:
+        return int(self._config.values.get("port", "0"))
+
+    def status(self) -> dict[str, Any]:
+        status = self.db.cluster_status()
+        assert status is not None  # --cluster-mode redis needs --node-id
+        return dict(status)
+
+    def slot_map(self, status: dict[str, Any]) -> SlotMap:
+        members = []
+        for member in status["members"]:
+            if member["self"]:
+                host, port = self.host, self.own_port()
+            elif member["id"] in self.resp_peers:
+                host, _, text = self.resp_peers[member["id"]].rpartition(":")
+                port = int(text)
+            else:
+                continue
+            role = "master" if member["id"] == status["leader"] else "replica"
+            members.append(Member(member["id"], host, port, role))
+        members.sort(key=lambda m: (m.role != "master", m.node_id))
+        return SlotMap.single(GROUP, tuple(members))
+
+
+def _node_entry(member: Member) -> list[Any]:
+    return [member.host.encode(), member.port, member.redis_id.encode()]
+
+
+def _cluster_nodes(view: RedisClusterView, status: dict[str, Any], slot_map: SlotMap) -> str:
+    """CLUSTER NODES' lines; the cluster bus port shown is the member's Raft port."""
+    raft = {m["id"]: m for m in status["members"]}
+    master = slot_map.master(GROUP)
+    lines = []
+    for member in slot_map.groups[GROUP]:
+        info = raft[member.node_id]
+        bus = info["address"].rpartition(":")[2]
+        flags = ("myself," if info["self"] else "") + (
+            "master" if member.role == "master" else "slave"
+        )
+        of = "-" if member.role == "master" or master is None else master.redis_id
+        link = "connected" if info["connected"] else "disconnected"
+        slots = " ".join(f"{a}-{b}" if a != b else str(a) for a, b in slot_map.slots_of(GROUP))
+        line = (
+            f"{member.redis_id} {member.host}:{member.port}@{bus} {flags} {of} 0 0 "
+            f"{slot_map.epoch} {link}"
+        )
+        lines.append(line + (f" {slots}" if member.role == "master" else ""))
+    return "".join(line + "\n" for line in lines)
+
+
+@command("CLUSTER", -2, "", group="cluster")
+def cluster(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """``CLUSTER KEYSLOT | SLOTS | SHARDS | NODES | INFO | MYID``, in ``--cluster-mode redis``."""
+    view: RedisClusterView | None = session.state.redis_cluster
+    if view is None:
+        raise CommandError(CLUSTER_DISABLED)
+    sub = args[1].decode(errors="replace").upper()
+    if sub == "KEYSLOT":
+        if len(args) != 3:
+            raise arity_error("cluster|keyslot")
+        return key_slot(args[2])
+    if len(args) != 2:
+        raise arity_error(f"cluster|{sub.lower()}")
+    status = view.status()
+    if sub == "MYID":
+        return redis_node_id(status["node_id"]).encode()
+    slot_map = view.slot_map(status)
+    master = slot_map.master(GROUP)
+    if sub == "SLOTS":
+        if master is None:
+            return []  # no leader now: no slot is served (clients retry)
+        nodes = [_node_entry(m) for m in slot_map.groups[GROUP]]
+        return [[a, b, *nodes] for a, b in slot_map.slots_of(GROUP)]
+    if sub == "SHARDS":
+        return [
+            {
+                b"slots": [n for a, b in slot_map.slots_of(GROUP) for n in (a, b)],
+                b"nodes": [
+                    {
+                        b"id": m.redis_id.encode(),
+                        b"port": m.port,
+                        b"ip": m.host.encode(),
+                        b"endpoint": m.host.encode(),
+                        b"role": m.role.encode(),
+                        b"replication-offset": status["commit_index"],
+                        b"health": b"online",
+                    }
+                    for m in slot_map.groups[GROUP]
+                ],
+            }
+        ]
+    if sub == "NODES":
+        return Verbatim(_cluster_nodes(view, status, slot_map))
+    if sub == "INFO":
+        ok = master is not None and status["has_quorum"]
+        fields = {
+            "cluster_enabled": 1,
+            "cluster_state": "ok" if ok else "fail",
+            "cluster_slots_assigned": slot_map.assigned(),
+            "cluster_slots_ok": slot_map.assigned() if ok else 0,
+            "cluster_slots_pfail": 0,
+            "cluster_slots_fail": 0 if ok else slot_map.assigned(),
+            "cluster_known_nodes": len(slot_map.groups[GROUP]),
+            "cluster_size": 1,
+            # A leader change is Redis' failover: the Raft term counts them.
+            "cluster_current_epoch": status["term"],
+            "cluster_my_epoch": slot_map.epoch,
+        }
+        return Verbatim("".join(f"{k}:{v}\r\n" for k, v in fields.items()))
+    raise CommandError(
+        f"unknown subcommand '{args[1].decode(errors='replace')}'. Try CLUSTER HELP."
+    )

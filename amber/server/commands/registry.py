@@ -125,6 +125,8 @@ class Command:
     noauth: bool = field(init=False)
     nomulti: bool = field(init=False)
     pubsub: bool = field(init=False)
+    #: Its keys may be several (MSET, DEL …): checked for CROSSSLOT in Redis Cluster mode.
+    multi_key: bool = field(init=False)
 
     def __post_init__(self) -> None:
         flags = self.flags
@@ -135,6 +137,8 @@ class Command:
         object.__setattr__(self, "noauth", "noauth" in flags)
         object.__setattr__(self, "nomulti", "nomulti" in flags)
         object.__setattr__(self, "pubsub", "pubsub" in flags)
+        first, last, _step = self.keys
+        object.__setattr__(self, "multi_key", first > 0 and last != first)
 
     def arity_ok(self, count: int) -> bool:
         arity = self.arity

@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ...cluster.slots import key_slot
 from ...errors import AmberError, ConditionFailed
 from ..wire_errors import wire_error
 from .coalesce import Pending, coalescible
@@ -185,6 +186,10 @@ class Session:
             return ErrorReply(f"ERR wrong number of arguments for '{command.name.lower()}' command")
         if not self.authenticated and not command.noauth:
             return ErrorReply("NOAUTH Authentication required.")
+        if command.multi_key and state.redis_cluster is not None and _cross_slot(command, args):
+            if self.multi is not None:
+                self.multi_failed = True
+            return CROSSSLOT
         if self.multi is not None and not command.nomulti:
             self.multi.append((command, args))
             return QUEUED
@@ -275,6 +280,8 @@ class Session:
             and not self.pending
             and (self.protocol == 3 or not (self.channels or self.patterns or self.watches))
         ):
+            if self.state.redis_cluster is not None:  # multi-key reads check CROSSSLOT
+                return _SINGLE_KEY_READS or _single_key(_fast_reads(), _SINGLE_KEY_READS)
             return _FAST_READS or _fast_reads()
         return None
 
@@ -308,6 +315,8 @@ class Session:
             and not self.pending_solo
             and (self.protocol == 3 or not (self.channels or self.patterns or self.watches))
         ):
+            if self.state.redis_cluster is not None:  # multi-key writes check CROSSSLOT
+                return _SINGLE_KEY_BLIND or _single_key(_fast_blind(), _SINGLE_KEY_BLIND)
             return _FAST_BLIND or _fast_blind()
         return None
 
@@ -438,6 +447,20 @@ class Session:
         self.push(Push(list(parts)))
 
 
+CROSSSLOT = ErrorReply("CROSSSLOT Keys in request don't hash to the same slot")
+
+
+def _cross_slot(command: Command, args: list[bytes]) -> bool:
+    """Whether the keys of this call hash to more than one slot (Redis Cluster refuses it)."""
+    first, last, step = command.keys
+    end = len(args) + last if last < 0 else last
+    keys = args[first : end + 1 : step]
+    if len(keys) < 2:
+        return False
+    slot = key_slot(keys[0])
+    return any(key_slot(key) != slot for key in keys[1:])
+
+
 _FAST_READS: dict[bytes, Command] = {}
 
 
@@ -462,6 +485,18 @@ def _fast_blind() -> dict[bytes, Command]:
             (command.name.encode(), command) for command in REGISTRY if command.blind is not None
         )
     return _FAST_BLIND
+
+
+_SINGLE_KEY_READS: dict[bytes, Command] = {}
+_SINGLE_KEY_BLIND: dict[bytes, Command] = {}
+
+
+def _single_key(
+    commands: dict[bytes, Command], cache: dict[bytes, Command]
+) -> dict[bytes, Command]:
+    """``commands`` without the multi-key ones (filled once into ``cache``)."""
+    cache.update((name, c) for name, c in commands.items() if not c.multi_key)
+    return cache
 
 
 def _finished(reply: Any, revision: int) -> Any:

@@ -210,6 +210,8 @@ class ServerState:
         #: In a cluster, reads wait for a Raft log barrier unless a client asked
         #: for stale ones (``READONLY``): see ``Session.execute``.
         self.clustered = ctx.db.cluster_status() is not None
+        #: ``--cluster-mode redis``: the Redis Cluster view (CLUSTER, CROSSSLOT), else None.
+        self.redis_cluster: Any = None
         self.pubsub: PubSub = PubSub(self)
         self.sessions: dict[int, Session] = {}
         self.scan_cursors = ScanCursors()
