@@ -22,7 +22,7 @@ app.add_typer(cluster_app, name="cluster")
 
 
 @cluster_app.command("up")
-def up(
+def up(  # noqa: PLR0917 - typer maps parameters to options
     nodes: Annotated[int, typer.Option(help="How many nodes.")] = 3,
     data: Annotated[Path, typer.Option(help="Parent folder of the nodes' data.")] = Path(
         "cluster-data"
@@ -34,23 +34,51 @@ def up(
     seconds: Annotated[
         float, typer.Option(help="Stop after this many seconds (0: until Ctrl-C).")
     ] = 0.0,
+    shards: Annotated[
+        int | None,
+        typer.Option(
+            help="Shard the slots over this many Raft groups (Redis Cluster protocol, a "
+            "generated static shard map); then --replicas nodes per group, not --nodes."
+        ),
+    ] = None,
+    replicas: Annotated[
+        int, typer.Option(help="With --shards: nodes per group (its leader included).")
+    ] = 3,
 ) -> None:
     """Start a local cluster of real amber serve processes; Ctrl-C stops them all.
 
     The nodes share a random secret kept in DATA/cluster.secret and keep
     their data in DATA/n1, DATA/n2, ... so a second up resumes the cluster.
+    With --shards S --replicas R it starts S*R nodes in S Raft groups that
+    speak Redis Cluster (--cluster-mode redis) with the map in DATA/shard-map.json.
     """
     from amber.replication.local import LocalCluster  # noqa: PLC0415
 
-    if not 1 <= nodes <= 9:
+    groups = shards or 1
+    if shards is not None:
+        if shards < 1 or replicas < 1 or shards * replicas > 18:
+            fail("--shards and --replicas must be >= 1, with at most 18 nodes in all")
+        nodes = shards * replicas
+    elif not 1 <= nodes <= 9:
         fail("--nodes must be between 1 and 9")
-    cluster = LocalCluster(data, nodes, base_port=base_port, durability=durability)
+    cluster = LocalCluster(
+        data,
+        nodes,
+        base_port=base_port,
+        durability=durability,
+        redis_cluster=shards is not None,
+        shards=groups,
+    )
     try:
         cluster.start_all()
     except (RuntimeError, OSError) as exc:
         fail(str(exc))
-    table = Table(title=f"amber cluster: {nodes} nodes, data in {data}")
-    for column in ("node", "pid", "RESP", "HTTP", "raft"):
+    title = f"amber cluster: {nodes} nodes, data in {data}"
+    if shards is not None:
+        title = f"amber cluster: {shards} shards x {replicas} nodes, data in {data}"
+    table = Table(title=title)
+    columns = ("node", "pid", "RESP", "HTTP", "raft") + (("group",) if shards else ())
+    for column in columns:
         table.add_column(column)
     for node in cluster.nodes:
         assert node.proc is not None
@@ -60,6 +88,7 @@ def up(
             f"{node.host}:{node.resp_port}",
             f"{node.host}:{node.http_port}",
             node.raft_address,
+            *((f"g{cluster.group_of(node) + 1}",) if shards else ()),
         )
     console.print(table)
     console.print("ready", highlight=False)

@@ -124,6 +124,13 @@ def serve(  # noqa: PLR0917  (typer maps each option to a parameter)
             help="--cluster-mode redis: the other members' RESP addresses, n2=host:port,..."
         ),
     ] = None,
+    shard_map: Annotated[
+        Path | None,
+        typer.Option(
+            help="--cluster-mode redis: a static shard map (JSON, or .toml): groups, their "
+            "members' RESP host:port, slot ranges, epoch. " + _default("one group owns all slots")
+        ),
+    ] = None,
     backup_dir: Annotated[
         str | None,
         typer.Option(
@@ -190,6 +197,7 @@ def serve(  # noqa: PLR0917  (typer maps each option to a parameter)
         "insecure_cluster": insecure_cluster,
         "cluster_mode": cluster_mode,
         "cluster_resp_peers": cluster_resp_peers,
+        "shard_map": None if shard_map is None else str(shard_map),
         "backup_dir": backup_dir,
         "backup_s3": backup_s3,
     }

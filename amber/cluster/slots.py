@@ -22,7 +22,10 @@ __all__ = [
     "crc16",
     "hash_tag",
     "key_slot",
+    "load_shard_map",
+    "parse_shard_map",
     "redis_node_id",
+    "split_slots",
 ]
 
 #: Redis Cluster's number of hash slots.
@@ -134,6 +137,13 @@ class SlotMap:
     def master(self, group: str) -> Member | None:
         return next((m for m in self.groups[group] if m.role == "master"), None)
 
+    def group_of(self, node_id: str) -> str | None:
+        """The group ``node_id`` is a member of, or None."""
+        return next(
+            (g for g, members in self.groups.items() if any(m.node_id == node_id for m in members)),
+            None,
+        )
+
     def encode(self) -> bytes:
         """A compact JSON form (for a log entry or a status page); ``decode`` reverses it."""
         doc = {
@@ -157,3 +167,83 @@ class SlotMap:
                 for g, members in doc["g"].items()
             },
         )
+
+
+def split_slots(groups: int) -> list[tuple[int, int]]:
+    """``groups`` contiguous slot ranges of (nearly) equal size covering every slot."""
+    bounds = [SLOTS * i // groups for i in range(groups + 1)]
+    return [(bounds[i], bounds[i + 1] - 1) for i in range(groups)]
+
+
+def parse_shard_map(doc: Any) -> SlotMap:
+    """A static shard map from its document (JSON or TOML), validated.
+
+    ``{"epoch": 1, "groups": [{"name": "g1", "slots": [[0, 8191]],
+    "members": [{"id": "n1", "resp": "127.0.0.1:7400"}, ...]}, ...]}``.
+    Every slot must be owned exactly once and every member id appear once, so
+    that two nodes never both serve a key. A group's first member is listed
+    as its master: a node cannot know another group's live leader, and a
+    client that reaches a follower is served anyway (followers forward).
+    """
+    if not isinstance(doc, dict):
+        raise ValueError("a shard map is an object with 'epoch' and 'groups'")
+    epoch = doc.get("epoch", 1)
+    if not isinstance(epoch, int) or epoch < 1:
+        raise ValueError("shard map: 'epoch' must be an integer >= 1")
+    raw_groups = doc.get("groups")
+    if not isinstance(raw_groups, list) or not raw_groups:
+        raise ValueError("shard map: 'groups' must be a non-empty list")
+    groups: dict[str, tuple[Member, ...]] = {}
+    ranges: list[tuple[int, int, str]] = []
+    seen: set[str] = set()
+    for raw in raw_groups:
+        if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not raw["name"]:
+            raise ValueError("shard map: every group needs a 'name'")
+        name = raw["name"]
+        if name in groups:
+            raise ValueError(f"shard map: group {name!r} is given twice")
+        members = []
+        for i, m in enumerate(raw.get("members") or []):
+            if not isinstance(m, dict) or not isinstance(m.get("id"), str):
+                raise ValueError(f"shard map: group {name!r}: a member is {{id, resp}}")
+            node_id, resp = m["id"], m.get("resp")
+            host, _, port = str(resp).rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"shard map: member {node_id!r}: resp must be host:port")
+            if node_id in seen:
+                raise ValueError(f"shard map: member {node_id!r} is in more than one group")
+            seen.add(node_id)
+            members.append(Member(node_id, host, int(port), "master" if i == 0 else "replica"))
+        if not members:
+            raise ValueError(f"shard map: group {name!r} has no members")
+        groups[name] = tuple(members)
+        for r in raw.get("slots") or []:
+            if not (isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) for x in r)):
+                raise ValueError(f"shard map: group {name!r}: a slot range is [first, last]")
+            ranges.append((r[0], r[1], name))
+    ranges.sort()
+    expected = 0
+    for first, last, name in ranges:
+        if first != expected or last < first or last >= SLOTS:
+            if first < expected:
+                raise ValueError(f"shard map: slot {first} is owned twice (group {name!r})")
+            if first > expected:
+                raise ValueError(f"shard map: slots {expected}-{first - 1} have no owner")
+            raise ValueError(f"shard map: bad slot range {first}-{last} (group {name!r})")
+        expected = last + 1
+    if expected != SLOTS:
+        raise ValueError(f"shard map: slots {expected}-{SLOTS - 1} have no owner")
+    return SlotMap(epoch, tuple(ranges), groups)
+
+
+def load_shard_map(path: str) -> SlotMap:
+    """Read and validate a shard map file: TOML if it ends in ``.toml``, else JSON."""
+    import tomllib  # noqa: PLC0415
+
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        doc = tomllib.loads(data.decode()) if path.endswith(".toml") else json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"shard map {path}: {exc}") from None
+    return parse_shard_map(doc)

@@ -9,10 +9,16 @@ raft ``+2`` (the KV text protocol is off).
 ``peer_address(from_node, to_node)``, when given, says which raft address
 ``from_node`` is told for ``to_node`` in its ``--peers`` (by default the
 real one): the chaos harness routes links through its TCP proxies with it.
+
+``shards=S`` (with ``redis_cluster``) splits the nodes into S Raft groups
+of equal size (n1..nR the first, and so on), each with its own peers, and
+gives every node the same generated shard map (``FOLDER/shard-map.json``)
+that splits the 16,384 slots evenly between the groups.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import secrets
@@ -104,8 +110,14 @@ class LocalCluster:
         log_level: str = "warning",
         peer_address: Callable[[LocalNode, LocalNode], str] | None = None,
         redis_cluster: bool = False,
+        shards: int = 1,
     ) -> None:
+        if shards < 1 or nodes % shards:
+            raise ValueError(f"{nodes} nodes do not split into {shards} equal groups")
+        if shards > 1 and not redis_cluster:
+            raise ValueError("shards need redis_cluster (the Redis Cluster protocol routes keys)")
         self.folder = Path(folder)
+        self.shards = shards
         #: Start the nodes with ``--cluster-mode redis`` (the Redis Cluster protocol).
         self.redis_cluster = redis_cluster
         self.peer_address = peer_address
@@ -124,6 +136,40 @@ class LocalCluster:
             )
             for i in range(nodes)
         ]
+        if shards > 1:  # written once, before any node starts (they start in parallel)
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.map_file.write_text(json.dumps(self.shard_map(), indent=1) + "\n")
+
+    def group_of(self, node: LocalNode) -> int:
+        """The index (from 0) of ``node``'s Raft group."""
+        return self.nodes.index(node) // (len(self.nodes) // self.shards)
+
+    def groups(self) -> list[list[LocalNode]]:
+        """The nodes of each Raft group, in order."""
+        return [[n for n in self.nodes if self.group_of(n) == g] for g in range(self.shards)]
+
+    def shard_map(self) -> dict[str, object]:
+        """The generated static shard map: group g{i+1} owns the i-th even slot range."""
+        from amber.cluster.slots import split_slots  # noqa: PLC0415
+
+        ranges = split_slots(self.shards)
+        return {
+            "epoch": 1,
+            "groups": [
+                {
+                    "name": f"g{g + 1}",
+                    "slots": [list(ranges[g])],
+                    "members": [
+                        {"id": n.node_id, "resp": f"{n.host}:{n.resp_port}"} for n in group
+                    ],
+                }
+                for g, group in enumerate(self.groups())
+            ],
+        }
+
+    @property
+    def map_file(self) -> Path:
+        return self.folder / "shard-map.json"
 
     def new_node(self) -> LocalNode:
         """Describe one more member (ports after the others'); start it with ``start``."""
@@ -139,19 +185,21 @@ class LocalCluster:
     def command(self, node: LocalNode, members: Iterable[LocalNode] | None = None) -> list[str]:
         """The ``amber serve`` command line of ``node`` (peers: ``members`` or all others)."""
         address = self.peer_address or (lambda _from, to: to.raft_address)
-        peers = ",".join(
-            f"{m.node_id}={address(node, m)}"
-            for m in (self.nodes if members is None else members)
-            if m is not node
-        )
+        if members is None:
+            members = self.nodes
+            if self.shards > 1:
+                members = [m for m in self.nodes if self.group_of(m) == self.group_of(node)]
+        peers = ",".join(f"{m.node_id}={address(node, m)}" for m in members if m is not node)
         resp_peers = ",".join(
             f"{m.node_id}={m.host}:{m.resp_port}" for m in self.nodes if m is not node
         )
         redis_mode = (
             ["--cluster-mode", "redis", "--cluster-resp-peers", resp_peers]
-            if self.redis_cluster
+            if self.redis_cluster and self.shards == 1
             else []
         )
+        if self.shards > 1:
+            redis_mode = ["--cluster-mode", "redis", "--shard-map", str(self.map_file)]
         return [
             sys.executable, "-m", "amber.cli", "serve",
             "--data", str(node.data),

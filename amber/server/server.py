@@ -361,7 +361,12 @@ async def serve(
     state = ServerState(ctx, RuntimeConfig(redis_config))
     if settings.cluster_mode == "redis":
         state.redis_cluster = RedisClusterView(
-            db, settings.bind, parse_peers(settings.cluster_resp_peers), state.config
+            db,
+            settings.bind,
+            parse_peers(settings.cluster_resp_peers),
+            state.config,
+            shard_map=settings.load_shard_map(),
+            node_id=settings.node_id,
         )
     snapshots_of(state)  # counts changes since the start for INFO persistence
     ctx.metrics.registry.register(state.stats.collector())

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from ..backup import BackupPolicy
+from ..cluster.slots import SlotMap, load_shard_map
 from ..config import DURABILITY_MODES, Config, Limits
 from ..errors import InvalidArgument
 from ..replication.config import ClusterConfig, parse_peers
@@ -128,6 +129,10 @@ class ServeSettings:
     #: ``redis`` mode: the other members' RESP addresses, ``n2=host:port,...``,
     #: which CLUSTER SLOTS/NODES tell clients (Raft knows only raft addresses).
     cluster_resp_peers: str = ""
+    #: ``redis`` mode: a static shard map file (JSON, or TOML by its suffix):
+    #: groups, their members' RESP addresses and slot ranges, an epoch. Empty:
+    #: this node's group owns every slot.
+    shard_map: str = ""
     #: A cluster write or read that cannot finish within this many seconds fails.
     cluster_timeout: float = 10.0
     #: The folder ``AMBER.BACKUP <name>`` writes into (empty: DATA/backups for a
@@ -135,6 +140,31 @@ class ServeSettings:
     backup_dir: str = ""
     #: ``s3://bucket/prefix/`` under which ``AMBER.BACKUP`` may write (empty: off).
     backup_s3: str = ""
+
+    def load_shard_map(self) -> SlotMap | None:
+        """The validated ``--shard-map``, or None; this node must be in exactly one group,
+        and its ``--peers`` must be members of that group (each group is its own Raft group)."""
+        if not self.shard_map:
+            return None
+        if self.cluster_mode != "redis":
+            raise InvalidArgument("--shard-map needs --cluster-mode redis")
+        try:
+            slot_map = load_shard_map(self.shard_map)
+        except OSError as exc:
+            raise InvalidArgument(f"shard map {self.shard_map}: {exc}") from None
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from None
+        group = slot_map.group_of(self.node_id)
+        if group is None:
+            raise InvalidArgument(f"shard map: node {self.node_id!r} is in no group")
+        mine = {m.node_id for m in slot_map.groups[group]}
+        strangers = sorted(set(parse_peers(self.peers)) - mine) if self.peers else []
+        if strangers:
+            raise InvalidArgument(
+                f"shard map: peers {', '.join(strangers)} are not in group {group!r} "
+                f"of node {self.node_id!r}"
+            )
+        return slot_map
 
     def __post_init__(self) -> None:
         if self.durability not in DURABILITY_MODES:
@@ -165,6 +195,8 @@ class ServeSettings:
             raise InvalidArgument("--cluster-mode redis needs a cluster (--node-id)")
         if self.cluster_resp_peers:
             parse_peers(self.cluster_resp_peers)
+        if self.shard_map:
+            self.load_shard_map()
         if self.http_header_timeout <= 0 or self.http_body_timeout <= 0:
             raise InvalidArgument("http_header_timeout and http_body_timeout must be > 0")
         if self.backup_s3 and not self.backup_s3.startswith("s3://"):

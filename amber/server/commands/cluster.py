@@ -72,24 +72,61 @@ def readwrite(session: Any, kv: Any, args: list[bytes]) -> Any:
 # -- Redis Cluster protocol (``--cluster-mode redis``) ----------------------------
 
 CLUSTER_DISABLED = "This instance has cluster support disabled"
-#: The one Raft group; it owns every slot until sharding (issue #14) adds more.
+#: The group name when no shard map is given: this Raft group owns every slot.
 GROUP = "g1"
 
 
 class RedisClusterView:
-    """This server's Redis Cluster view of its Raft group, built from the live status.
+    """This server's Redis Cluster view: its own Raft group live, other groups as mapped.
 
-    The Raft leader is the shard's master, followers are its replicas; the
-    map is recomputed per call, so a leader change shows at once. Members
-    whose RESP address is not known (added online, not in
-    ``--cluster-resp-peers``) are left out, not guessed.
+    This group's Raft leader is its master, followers its replicas; that part
+    is recomputed per call, so a leader change shows at once. Other groups
+    (from a static ``--shard-map``) are shown as listed — first member master
+    — since this node cannot know their live leader; a client learns it by
+    following ``-MOVED``. Members of this group whose RESP address is not
+    known (added online) are left out, not guessed.
     """
 
-    def __init__(self, db: Any, host: str, resp_peers: dict[str, str], config: Any) -> None:
+    def __init__(
+        self,
+        db: Any,
+        host: str,
+        resp_peers: dict[str, str],
+        config: Any,
+        *,
+        shard_map: SlotMap | None = None,
+        node_id: str = "",
+    ) -> None:
         self.db = db
         self.host = host
-        self.resp_peers = resp_peers
+        self.resp_peers = dict(resp_peers)
         self._config = config
+        self.shard_map = shard_map
+        self.group = GROUP
+        #: slot -> ``MOVED`` reply target for slots another group owns (empty: none).
+        self.foreign: dict[int, str] = {}
+        if shard_map is not None:
+            self.group = shard_map.group_of(node_id) or GROUP
+            for name, members in shard_map.groups.items():
+                for m in members:
+                    if name == self.group and m.node_id != node_id:
+                        self.resp_peers.setdefault(m.node_id, f"{m.host}:{m.port}")
+            for first, last, name in shard_map.ranges:
+                if name != self.group:
+                    target = shard_map.groups[name][0]
+                    address = f"{target.host}:{target.port}"
+                    self.foreign.update((slot, address) for slot in range(first, last + 1))
+
+    @property
+    def sharded(self) -> bool:
+        """Whether other groups own slots (keys must then be checked for ``MOVED``)."""
+        return bool(self.foreign)
+
+    def moved(self, key: bytes) -> str | None:
+        """``MOVED <slot> <host:port>`` if another group owns ``key``'s slot, else None."""
+        slot = key_slot(key)
+        target = self.foreign.get(slot)
+        return None if target is None else f"MOVED {slot} {target}"
 
     def own_port(self) -> int:
         return int(self._config.values.get("port", "0"))
@@ -112,7 +149,11 @@ class RedisClusterView:
             role = "master" if member["id"] == status["leader"] else "replica"
             members.append(Member(member["id"], host, port, role))
         members.sort(key=lambda m: (m.role != "master", m.node_id))
-        return SlotMap.single(GROUP, tuple(members))
+        if self.shard_map is None:
+            return SlotMap.single(GROUP, tuple(members))
+        groups = dict(self.shard_map.groups)
+        groups[self.group] = tuple(members)
+        return SlotMap(self.shard_map.epoch, self.shard_map.ranges, groups)
 
 
 def _node_entry(member: Member) -> list[Any]:
@@ -120,24 +161,25 @@ def _node_entry(member: Member) -> list[Any]:
 
 
 def _cluster_nodes(view: RedisClusterView, status: dict[str, Any], slot_map: SlotMap) -> str:
-    """CLUSTER NODES' lines; the cluster bus port shown is the member's Raft port."""
+    """CLUSTER NODES' lines; this group's bus port is the member's Raft port, others' 0."""
     raft = {m["id"]: m for m in status["members"]}
-    master = slot_map.master(GROUP)
     lines = []
-    for member in slot_map.groups[GROUP]:
-        info = raft[member.node_id]
-        bus = info["address"].rpartition(":")[2]
-        flags = ("myself," if info["self"] else "") + (
-            "master" if member.role == "master" else "slave"
-        )
-        of = "-" if member.role == "master" or master is None else master.redis_id
-        link = "connected" if info["connected"] else "disconnected"
-        slots = " ".join(f"{a}-{b}" if a != b else str(a) for a, b in slot_map.slots_of(GROUP))
-        line = (
-            f"{member.redis_id} {member.host}:{member.port}@{bus} {flags} {of} 0 0 "
-            f"{slot_map.epoch} {link}"
-        )
-        lines.append(line + (f" {slots}" if member.role == "master" else ""))
+    for group, members in slot_map.groups.items():
+        master = slot_map.master(group)
+        slots = " ".join(f"{a}-{b}" if a != b else str(a) for a, b in slot_map.slots_of(group))
+        for member in members:
+            info = raft.get(member.node_id) if group == view.group else None
+            bus = info["address"].rpartition(":")[2] if info else "0"
+            flags = ("myself," if info and info["self"] else "") + (
+                "master" if member.role == "master" else "slave"
+            )
+            of = "-" if member.role == "master" or master is None else master.redis_id
+            link = "connected" if info is None or info["connected"] else "disconnected"
+            line = (
+                f"{member.redis_id} {member.host}:{member.port}@{bus} {flags} {of} 0 0 "
+                f"{slot_map.epoch} {link}"
+            )
+            lines.append(line + (f" {slots}" if member.role == "master" and slots else ""))
     return "".join(line + "\n" for line in lines)
 
 
@@ -158,16 +200,18 @@ def cluster(session: Any, kv: Any, args: list[bytes]) -> Any:
     if sub == "MYID":
         return redis_node_id(status["node_id"]).encode()
     slot_map = view.slot_map(status)
-    master = slot_map.master(GROUP)
+    # This group without a leader serves no slot now: clients retry.
+    served = [g for g in slot_map.groups if g != view.group or slot_map.master(g) is not None]
     if sub == "SLOTS":
-        if master is None:
-            return []  # no leader now: no slot is served (clients retry)
-        nodes = [_node_entry(m) for m in slot_map.groups[GROUP]]
-        return [[a, b, *nodes] for a, b in slot_map.slots_of(GROUP)]
+        return [
+            [first, last, *(_node_entry(m) for m in slot_map.groups[group])]
+            for first, last, group in slot_map.ranges
+            if group in served
+        ]
     if sub == "SHARDS":
         return [
             {
-                b"slots": [n for a, b in slot_map.slots_of(GROUP) for n in (a, b)],
+                b"slots": [n for a, b in slot_map.slots_of(group) for n in (a, b)],
                 b"nodes": [
                     {
                         b"id": m.redis_id.encode(),
@@ -175,26 +219,30 @@ def cluster(session: Any, kv: Any, args: list[bytes]) -> Any:
                         b"ip": m.host.encode(),
                         b"endpoint": m.host.encode(),
                         b"role": m.role.encode(),
-                        b"replication-offset": status["commit_index"],
+                        b"replication-offset": (
+                            status["commit_index"] if group == view.group else 0
+                        ),
                         b"health": b"online",
                     }
-                    for m in slot_map.groups[GROUP]
+                    for m in members
                 ],
             }
+            for group, members in slot_map.groups.items()
         ]
     if sub == "NODES":
         return Verbatim(_cluster_nodes(view, status, slot_map))
     if sub == "INFO":
-        ok = master is not None and status["has_quorum"]
+        ok = slot_map.master(view.group) is not None and status["has_quorum"]
+        mine = sum(b - a + 1 for a, b in slot_map.slots_of(view.group))
         fields = {
             "cluster_enabled": 1,
             "cluster_state": "ok" if ok else "fail",
             "cluster_slots_assigned": slot_map.assigned(),
-            "cluster_slots_ok": slot_map.assigned() if ok else 0,
+            "cluster_slots_ok": slot_map.assigned() - (0 if ok else mine),
             "cluster_slots_pfail": 0,
-            "cluster_slots_fail": 0 if ok else slot_map.assigned(),
-            "cluster_known_nodes": len(slot_map.groups[GROUP]),
-            "cluster_size": 1,
+            "cluster_slots_fail": 0 if ok else mine,
+            "cluster_known_nodes": sum(len(m) for m in slot_map.groups.values()),
+            "cluster_size": len(slot_map.groups),
             # A leader change is Redis' failover: the Raft term counts them.
             "cluster_current_epoch": status["term"],
             "cluster_my_epoch": slot_map.epoch,

@@ -186,10 +186,19 @@ class Session:
             return ErrorReply(f"ERR wrong number of arguments for '{command.name.lower()}' command")
         if not self.authenticated and not command.noauth:
             return ErrorReply("NOAUTH Authentication required.")
-        if command.multi_key and state.redis_cluster is not None and _cross_slot(command, args):
-            if self.multi is not None:
-                self.multi_failed = True
-            return CROSSSLOT
+        view = state.redis_cluster
+        if view is not None:
+            if command.multi_key and _cross_slot(command, args):
+                if self.multi is not None:
+                    self.multi_failed = True
+                return CROSSSLOT
+            first = command.keys[0]
+            if view.sharded and 0 < first < len(args):
+                moved = view.moved(args[first])
+                if moved is not None:  # another group owns the slot: redirect, as Redis does
+                    if self.multi is not None:
+                        self.multi_failed = True
+                    return ErrorReply(moved)
         if self.multi is not None and not command.nomulti:
             self.multi.append((command, args))
             return QUEUED
@@ -281,6 +290,8 @@ class Session:
             and (self.protocol == 3 or not (self.channels or self.patterns or self.watches))
         ):
             if self.state.redis_cluster is not None:  # multi-key reads check CROSSSLOT
+                if self.state.redis_cluster.sharded:
+                    return None  # every key is checked for MOVED in ``execute``
                 return _SINGLE_KEY_READS or _single_key(_fast_reads(), _SINGLE_KEY_READS)
             return _FAST_READS or _fast_reads()
         return None
@@ -316,6 +327,8 @@ class Session:
             and (self.protocol == 3 or not (self.channels or self.patterns or self.watches))
         ):
             if self.state.redis_cluster is not None:  # multi-key writes check CROSSSLOT
+                if self.state.redis_cluster.sharded:
+                    return None  # every key is checked for MOVED in ``execute``
                 return _SINGLE_KEY_BLIND or _single_key(_fast_blind(), _SINGLE_KEY_BLIND)
             return _FAST_BLIND or _fast_blind()
         return None
