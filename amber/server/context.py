@@ -27,6 +27,9 @@ class ServerContext:
     backups: BackupPolicy = field(default_factory=BackupPolicy)
     #: Extra health sources (front ends, server jobs): name -> callable returning a dict.
     health_sources: dict[str, Any] = field(default_factory=dict)
+    #: Other Raft groups own some slots (``--shard-map``): the HTTP data routes
+    #: and the KV text protocol, which do not route keys yet, are refused.
+    sharded: bool = False
 
     @classmethod
     def for_database(cls, db: Database) -> ServerContext:

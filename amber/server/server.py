@@ -368,6 +368,7 @@ async def serve(
             shard_map=settings.load_shard_map(),
             node_id=settings.node_id,
         )
+        ctx.sharded = state.redis_cluster.sharded
     snapshots_of(state)  # counts changes since the start for INFO persistence
     ctx.metrics.registry.register(state.stats.collector())
     jobs = Supervisor()
@@ -411,7 +412,9 @@ async def serve(
             await _start_http(ctx, settings, listeners, state, settings.http_port, None)
         if settings.http_tls_port >= 0 and tls is not None:
             await _start_http(ctx, settings, listeners, state, settings.http_tls_port, tls)
-        if settings.kvtext_port >= 0:
+        if settings.kvtext_port >= 0 and ctx.sharded:
+            log.warning("the KV text protocol does not route keys to shards yet: it stays off")
+        elif settings.kvtext_port >= 0:
             await _start_kvtext(ctx, settings, listeners, state)
         for line in listeners.lines:
             say(line)

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 
+import httpx
 import pytest
 import redis
 from redis.cluster import RedisCluster
@@ -117,3 +118,19 @@ def test_redis_benchmark_cluster_runs(cluster: LocalCluster) -> None:
     rates = re.findall(r"^(SET|GET): ([\d.]+) requests per second", out, re.M)
     assert {name for name, _ in rates} == {"SET", "GET"}, out
     assert all(float(rate) > 0 for _, rate in rates)
+
+
+def test_http_refuses_keys_until_it_routes_them(cluster: LocalCluster) -> None:
+    """HTTP does not route keys to their group yet: a sharded node refuses key routes (421)."""
+    node = cluster.nodes[0]
+    base = f"http://{node.host}:{node.http_port}"
+    with httpx.Client(timeout=15) as http:
+        for method, path in (
+            ("GET", "/v1/tables/users/keys/ada"),
+            ("PUT", "/v1/tables/users/keys/ada"),
+            ("POST", "/v1/txn"),
+            ("GET", "/v1/tables"),
+        ):
+            reply = http.request(method, base + path, json={"age": 36})
+            assert reply.status_code == 421, (method, path, reply.text)
+        assert http.get(base + "/v1/cluster").status_code == 200

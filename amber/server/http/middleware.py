@@ -15,6 +15,9 @@ passes through untouched and a client's disconnect still reaches it.
   ``errors="replace"``, so ``%fe%ff`` and ``%ff%fe`` would both name the key of two
   U+FFFD. The raw bytes are decoded strictly here first: invalid
   UTF-8 is ``400`` (as RESP refuses the same bytes), on every route.
+- **Shards**: on a node whose group owns only some slots (``--shard-map``),
+  the key, table, transaction and watch routes are ``421``: HTTP does not
+  route keys to their group yet, and must not serve another group's keys.
 - **Metrics**: ``amber_requests{frontend="http",command=<route>}`` and the
   latency histogram, timed to the response's first byte (an event stream is
   counted once, when it opens), and ``amber_requests_in_flight``.
@@ -40,6 +43,8 @@ from .ui import UI_PREFIX
 __all__ = ["FrontMiddleware", "undecodable"]
 
 _OPEN_PATHS = frozenset(("/health",))
+#: Routes that read or write keys: refused on a sharded node (no routing yet).
+_KEYED_PATHS = ("/v1/tables", "/v1/txn", "/v1/watch")
 
 
 def _open(path: str) -> bool:
@@ -136,6 +141,16 @@ class FrontMiddleware:
             )
             await response(scope, receive, send)
             self._observe(scope, time.perf_counter(), 401)
+            return
+        if self.ctx.sharded and scope["path"].startswith(_KEYED_PATHS):
+            response = problem(
+                421,
+                "misdirected",
+                "this node's group owns only some hash slots and HTTP does not route keys "
+                "to their group yet: use a Redis Cluster client (RESP)",
+            )
+            await response(scope, receive, send)
+            self._observe(scope, time.perf_counter(), 421)
             return
         refused = undecodable(scope)
         if refused is not None:
