@@ -102,6 +102,12 @@ def test_multi_key_commands(cluster: LocalCluster) -> None:
     with pytest.raises(MovedError) as moved:
         client.mset({"{a}1": 1, "{a}2": 2})
     assert moved.value.node_addr == (target.host, target.resp_port)
+    pipe = client.pipeline(transaction=True)
+    pipe.set("{b}3", 3).set("{a}3", 3)
+    with pytest.raises(redis.ResponseError):
+        pipe.execute()
+    assert client.get("{b}3") is None  # the whole transaction was refused
+    assert plain(target).get("{a}3") is None
 
 
 @pytest.mark.skipif(shutil.which("redis-benchmark") is None, reason="no redis-benchmark")
