@@ -327,6 +327,20 @@ def test_the_origin_table_is_in_snapshots_and_survives_a_restart(tmp_path: Path)
             db.close()
 
 
+def _second_write_lands_last(dbs: list[Any], node: Any) -> None:
+    """Two writes of ``node`` to one key apply in the order sent, on every member."""
+    first = node.submit(Batch((Put("o", "k", 1),)))
+    second = node.submit(Batch((Put("o", "k", 2),)))
+    node._wait(first)
+    node._wait(second)
+    assert first.result is not None and second.result is not None
+    assert first.result.revision < second.result.revision
+    for db in dbs:
+        db.barrier()
+        entry = db.table("o").entry("k")
+        assert entry is not None and (entry.value, entry.version) == (2, 2), db
+
+
 def test_a_write_whose_entry_was_discarded_still_precedes_the_later_ones(tmp_path: Path):
     dbs = _open_trio(tmp_path)
     try:
@@ -345,16 +359,8 @@ def test_a_write_whose_entry_was_discarded_still_precedes_the_later_ones(tmp_pat
             real(records, *args, callback=callback)
 
         node._engine.amber_apply = flaky
-        first = node.submit(Batch((Put("o", "k", 1),)))
-        second = node.submit(Batch((Put("o", "k", 2),)))  # its entry commits before the retry
-        node._wait(first)
-        node._wait(second)
-        assert lost and first.result is not None and second.result is not None
-        assert first.result.revision < second.result.revision
-        for db in dbs:
-            db.barrier()
-            entry = db.table("o").entry("k")
-            assert entry is not None and (entry.value, entry.version) == (2, 2), db
+        _second_write_lands_last(dbs, node)  # the second's entry commits before the retry
+        assert lost
     finally:
         for db in dbs:
             db.close()
@@ -378,16 +384,8 @@ def test_an_entry_pysyncobj_never_answers_is_sent_again_and_keeps_its_place(
             real(records, *args, callback=callback)
 
         node._engine.amber_apply = lossy
-        first = node.submit(Batch((Put("o", "k", 1),)))
-        second = node.submit(Batch((Put("o", "k", 2),)))  # skipped for the gap until then
-        node._wait(first)
-        node._wait(second)
-        assert lost and first.result is not None and second.result is not None
-        assert first.result.revision < second.result.revision
-        for db in dbs:
-            db.barrier()
-            entry = db.table("o").entry("k")
-            assert entry is not None and (entry.value, entry.version) == (2, 2), db
+        _second_write_lands_last(dbs, node)  # the second is skipped for the gap until then
+        assert lost
     finally:
         for db in dbs:
             db.close()

@@ -192,6 +192,16 @@ def arrindex(session: Any, kv: Any, args: list[bytes]) -> Any:
     return result if legacy else [result]
 
 
+def _read_key_path(kv: Any, args: list[bytes]) -> tuple[Any, list[Any], bool, bytes]:
+    """``key [path]``: the document (or ``MISSING``), the path's steps, legacy or not, its text."""
+    if len(args) > 3:
+        raise syntax_error()
+    raw_path = args[2] if len(args) > 2 else ROOT
+    table, key = split_key(args[1])
+    steps, legacy = parse_path(raw_path)
+    return kv.get(table, key), steps, legacy, raw_path
+
+
 # -- objects and strings --------------------------------------------------------------
 
 
@@ -211,12 +221,7 @@ def _measure(
     ``"nil"``, ``"error"`` (does not exist), ``"or"`` (does not exist or not
     …), ``"wrongtype"`` (WRONGTYPE … expected … but found …).
     """
-    if len(args) > 3:
-        raise syntax_error()
-    raw_path = args[2] if len(args) > 2 else ROOT
-    table, key = split_key(args[1])
-    steps, legacy = parse_path(raw_path)
-    doc = kv.get(table, key)
+    doc, steps, legacy, raw_path = _read_key_path(kv, args)
     if doc is MISSING:
         if legacy:
             return None
@@ -354,12 +359,7 @@ def _resp(value: Any) -> Any:
 @command("JSON.RESP", -2, "readonly", keys=(1, 1, 1), group="json")
 def resp(session: Any, kv: Any, args: list[bytes]) -> Any:
     """``JSON.RESP key [path]``: the value as RESP types instead of JSON text."""
-    if len(args) > 3:
-        raise syntax_error()
-    raw_path = args[2] if len(args) > 2 else ROOT
-    table, key = split_key(args[1])
-    steps, legacy = parse_path(raw_path)
-    doc = kv.get(table, key)
+    doc, steps, legacy, raw_path = _read_key_path(kv, args)
     if doc is MISSING:
         return None
     found = _get(doc, steps)
