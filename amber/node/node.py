@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..config import Config
 from ..persistence import Backend
@@ -33,11 +33,6 @@ __all__ = ["SWEEP_BATCH", "Node", "now_ms"]
 
 #: Expirations proposed per batch by the TTL sweeper.
 SWEEP_BATCH = 1000
-
-#: Attributes of the replicator that a node answers for (see ``Node.__getattr__``).
-_REPLICATOR_ATTRIBUTES = frozenset(
-    {"backend", "pipeline", "journal", "cluster", "_engine", "_origins", "_wait"}
-)
 
 
 def now_ms() -> int:
@@ -68,17 +63,6 @@ class Node:
     def local(cls, backend: Backend, config: Config, *, jobs: bool = True) -> Node:
         """A single-process node: recover from ``backend`` and commit to it."""
         return cls(LocalLog(StateMachine(config), backend), jobs=jobs)
-
-    if not TYPE_CHECKING:
-
-        def __getattr__(self, name: str) -> Any:
-            # Tests written when the cluster node was a Node subclass reach
-            # the replicator's parts through the node (``db._node.pipeline``,
-            # ``db._node._engine``). Only these names, never for the code
-            # (mypy does not see this method).
-            if name in _REPLICATOR_ATTRIBUTES:
-                return getattr(self.__dict__["replicator"], name)
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # -- writing ----------------------------------------------------------------
 

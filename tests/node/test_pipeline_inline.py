@@ -16,7 +16,7 @@ from amber.node import pipeline as pipeline_module
 
 
 def _pipeline(db: amber.Database) -> pipeline_module.CommitPipeline:
-    return db._node.pipeline
+    return db._node.replicator.pipeline
 
 
 def _flusher_running() -> bool:

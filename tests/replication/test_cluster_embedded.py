@@ -175,7 +175,7 @@ def test_compaction_snapshots_restart_and_a_new_member_catches_up_by_snapshot(tm
         time.sleep(0.5)  # compaction runs on the Raft thread's next ticks
         snapshots = [tmp_path / c.node_id / "raft" / "snapshot.amber" for c in first]
         assert all(p.exists() for p in snapshots)
-        journal_entries = [db._node.journal.stats()["entries"] for db in dbs]
+        journal_entries = [db._node.replicator.journal.stats()["entries"] for db in dbs]
         assert max(journal_entries) < 300, journal_entries
 
         # Restart one member: snapshot + journal give back the same state.
@@ -240,7 +240,7 @@ def test_snapshots_are_written_off_the_raft_thread(
         assert [p.exists() for p in snapshots] == before
 
         def entries() -> list[int]:
-            return [db._node.journal.stats()["entries"] for db in dbs]  # type: ignore[attr-defined]
+            return [db._node.replicator.journal.stats()["entries"] for db in dbs]  # type: ignore[attr-defined]
 
         held = entries()
         assert min(held) >= 180, held  # nothing compacted while the writes are held

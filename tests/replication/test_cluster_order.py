@@ -271,7 +271,7 @@ def _send(db: amber.Database, value: int, origin: tuple[bytes, int]) -> Any:
         answer.append((result, error))
         done.set()
 
-    db._node._engine.amber_apply([record], origin, callback=callback)
+    db._node.replicator._engine.amber_apply([record], origin, callback=callback)
     assert done.wait(20), "the entry was not answered"
     result, error = answer[0]
     assert error == 0, f"raft error {error}"
@@ -292,7 +292,7 @@ def test_an_origins_entries_apply_in_seq_order_and_once_on_every_member(tmp_path
             db.barrier()
             entry = db.table("o").entry("k")
             assert entry is not None and (entry.value, entry.version) == (2, 2), db
-            assert db._node._origins[origin] == 2
+            assert db._node.replicator._origins[origin] == 2
         assert len({db.revision for db in dbs}) == 1
     finally:
         for db in dbs:
@@ -308,15 +308,16 @@ def test_the_origin_table_is_in_snapshots_and_survives_a_restart(tmp_path: Path)
         dbs[2].barrier()
         snapshot = tmp_path / "n3" / "raft" / "snapshot.amber"
         dbs[2]._node.snapshot()
+        journal = dbs[2]._node.replicator.journal
         deadline = time.monotonic() + 20
-        while dbs[2]._node.journal.stats()["entries"] > 2 and time.monotonic() < deadline:
+        while journal.stats()["entries"] > 2 and time.monotonic() < deadline:
             time.sleep(0.05)  # compacted once the snapshot file is durable
-        assert snapshot.exists() and dbs[2]._node.journal.stats()["entries"] <= 2
-        config = dbs[2]._node.cluster
+        assert snapshot.exists() and journal.stats()["entries"] <= 2
+        config = dbs[2]._node.replicator.cluster
         dbs[2].close()
         # The journal no longer holds the entries: the table can only come from the snapshot.
         dbs[2] = amber.open_cluster(tmp_path / "n3", config, jobs=False)
-        assert dbs[2]._node._origins[origin] == 3
+        assert dbs[2]._node.replicator._origins[origin] == 3
         assert _send(dbs[2], 99, (origin, 3)) == "duplicate"
         assert _send(dbs[2], 4, (origin, 4)) == "applied"
         for db in dbs:
@@ -331,8 +332,8 @@ def _second_write_lands_last(dbs: list[Any], node: Any) -> None:
     """Two writes of ``node`` to one key apply in the order sent, on every member."""
     first = node.submit(Batch((Put("o", "k", 1),)))
     second = node.submit(Batch((Put("o", "k", 2),)))
-    node._wait(first)
-    node._wait(second)
+    node.replicator._wait(first)
+    node.replicator._wait(second)
     assert first.result is not None and second.result is not None
     assert first.result.revision < second.result.revision
     for db in dbs:
@@ -345,7 +346,7 @@ def test_a_write_whose_entry_was_discarded_still_precedes_the_later_ones(tmp_pat
     dbs = _open_trio(tmp_path)
     try:
         node = dbs[1]._node
-        real = node._engine.amber_apply
+        real = node.replicator._engine.amber_apply
         lost: list[list[bytes]] = []
 
         def flaky(records: list[bytes], *args: Any, callback: Any) -> None:
@@ -358,7 +359,7 @@ def test_a_write_whose_entry_was_discarded_still_precedes_the_later_ones(tmp_pat
                 return
             real(records, *args, callback=callback)
 
-        node._engine.amber_apply = flaky
+        node.replicator._engine.amber_apply = flaky
         _second_write_lands_last(dbs, node)  # the second's entry commits before the retry
         assert lost
     finally:
@@ -373,7 +374,7 @@ def test_an_entry_pysyncobj_never_answers_is_sent_again_and_keeps_its_place(
     dbs = _open_trio(tmp_path)
     try:
         node = dbs[0]._node
-        real = node._engine.amber_apply
+        real = node.replicator._engine.amber_apply
         lost: list[list[bytes]] = []
 
         def lossy(records: list[bytes], *args: Any, callback: Any) -> None:
@@ -383,7 +384,7 @@ def test_an_entry_pysyncobj_never_answers_is_sent_again_and_keeps_its_place(
                 return
             real(records, *args, callback=callback)
 
-        node._engine.amber_apply = lossy
+        node.replicator._engine.amber_apply = lossy
         _second_write_lands_last(dbs, node)  # the second is skipped for the gap until then
         assert lost
     finally:
@@ -398,7 +399,7 @@ def test_a_barrier_pysyncobj_never_answers_is_sent_again(
     dbs = _open_trio(tmp_path)
     try:
         node = dbs[2]._node
-        real = node._engine.amber_apply
+        real = node.replicator._engine.amber_apply
         lost: list[int] = []
 
         def lossy(records: list[bytes], *args: Any, callback: Any) -> None:
@@ -408,11 +409,11 @@ def test_a_barrier_pysyncobj_never_answers_is_sent_again(
                 return
             real(records, *args, callback=callback)
 
-        node._engine.amber_apply = lossy
+        node.replicator._engine.amber_apply = lossy
         started = time.monotonic()
         with ThreadPoolExecutor(2) as pool:  # two lost: every place of the window
             list(pool.map(lambda _: dbs[2].barrier(), range(2)))
-        assert len(lost) == 2 and time.monotonic() - started < node.cluster.timeout_s
+        assert len(lost) == 2 and time.monotonic() - started < node.replicator.cluster.timeout_s
         dbs[2].table("o").put("k", 1)  # the window is free again
         assert dbs[2].table("o").get("k") == 1
     finally:
