@@ -11,41 +11,25 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import sys
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 import amber
-from amber import ClusterConfig
 from amber.database import Put
 from amber.errors import Closed, InvalidArgument
 from amber.node.node import Node
 from amber.node.replicator import Completion
-from amber.replication.local import free_base_port
 from amber.store.batch import Batch, encode_body
 
+sys.path.insert(0, str(Path(__file__).parent.parent / "replication"))
+
+from embedded_cluster import open_trio
+
 PACKAGE = Path(amber.__file__).parent
-
-
-def _trio(folder: Path) -> list[amber.Database]:
-    base = free_base_port(3)
-    addresses = {f"n{i + 1}": f"127.0.0.1:{base + 10 * i + 2}" for i in range(3)}
-    configs = [
-        ClusterConfig(
-            name,
-            address,
-            {k: v for k, v in addresses.items() if k != name},
-            secret="test-secret-of-32-bytes-at-least",
-        )
-        for name, address in addresses.items()
-    ]
-    with ThreadPoolExecutor(3) as pool:
-        return list(
-            pool.map(lambda c: amber.open_cluster(folder / c.node_id, c, jobs=False), configs)
-        )
 
 
 def _leader(dbs: list[amber.Database]) -> amber.Database:
@@ -65,7 +49,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[amber.Databas
         with amber.open(tmp_path / "db", jobs=False) as local:
             yield local
         return
-    dbs = _trio(tmp_path)
+    dbs = open_trio(tmp_path)
     try:
         yield _leader(dbs)
     finally:

@@ -15,39 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from embedded_cluster import cluster_configs, open_members
 
 import amber
 from amber import ClusterConfig
 from amber.database import Put, Update, UpdateResult
 from amber.errors import InvalidArgument
-from amber.replication.local import free_base_port
-
-
-def _configs(n: int, **options: Any) -> list[ClusterConfig]:
-    base = free_base_port(n)
-    addresses = {f"n{i + 1}": f"127.0.0.1:{base + 10 * i + 2}" for i in range(n)}
-    return [
-        ClusterConfig(
-            name,
-            address,
-            {k: v for k, v in addresses.items() if k != name},
-            secret="test-secret-of-32-bytes-at-least",
-            **options,
-        )
-        for name, address in addresses.items()
-    ]
-
-
-def _open_all(folder: Path, configs: list[ClusterConfig]) -> list[amber.Database]:
-    with ThreadPoolExecutor(len(configs)) as pool:
-        return list(
-            pool.map(lambda c: amber.open_cluster(folder / c.node_id, c, jobs=False), configs)
-        )
 
 
 @pytest.fixture
 def trio(tmp_path: Path) -> Iterator[list[amber.Database]]:
-    dbs = _open_all(tmp_path, _configs(3))
+    dbs = open_members(tmp_path, cluster_configs(3))
     yield dbs
     for db in dbs:
         db.close()
@@ -159,7 +137,7 @@ def test_stale_reads_differ_from_linearizable_ones_only_while_a_replica_lags(
 
 
 def test_compaction_snapshots_restart_and_a_new_member_catches_up_by_snapshot(tmp_path: Path):
-    configs = _configs(4, compaction_entries=40)
+    configs = cluster_configs(4, compaction_entries=40)
     first = configs[:3]
     # The first three do not know n4 yet; it is added online below.
     first = [
@@ -168,7 +146,7 @@ def test_compaction_snapshots_restart_and_a_new_member_catches_up_by_snapshot(tm
         }, secret=c.secret, compaction_entries=40)
         for c in first
     ]  # fmt: skip
-    dbs = _open_all(tmp_path, first)
+    dbs = open_members(tmp_path, first)
     try:
         for i in range(300):
             dbs[i % 3].table("t").put(f"k{i:03d}", i)
@@ -223,8 +201,8 @@ def test_snapshots_are_written_off_the_raft_thread(
         return real_write(files, path, last_seq, chunks)
 
     monkeypatch.setattr(cluster_module, "write_chunk_file", held_write)
-    configs = _configs(3, compaction_entries=40)
-    dbs = _open_all(tmp_path, configs)
+    configs = cluster_configs(3, compaction_entries=40)
+    dbs = open_members(tmp_path, configs)
     try:
         for i in range(120):
             dbs[i % 3].table("t").put(f"k{i:03d}", i)
@@ -258,7 +236,7 @@ def test_snapshots_are_written_off_the_raft_thread(
         for db in dbs:
             db.close()
     # Reopened from snapshot + journal: the same rows as before.
-    dbs = _open_all(tmp_path, configs)
+    dbs = open_members(tmp_path, configs)
     try:
         rows = _rows(dbs[0])
         assert rows["t"]["during59"] == 59 and rows["t"]["k119"] == 119
@@ -296,7 +274,7 @@ def test_leadership_moves_on_request(trio: list[amber.Database]):
 
 
 def test_only_the_leader_proposes_expirations_and_every_member_applies_them(tmp_path: Path):
-    configs = _configs(3)
+    configs = cluster_configs(3)
     with ThreadPoolExecutor(3) as pool:
         dbs = list(
             pool.map(

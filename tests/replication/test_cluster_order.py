@@ -32,10 +32,10 @@ from typing import Any
 
 import pytest
 import redis
+from embedded_cluster import open_trio
 from pysyncobj import FAIL_REASON
 
 import amber
-from amber import ClusterConfig
 from amber.chaos.proxy import ProxyNetwork
 from amber.database import Put
 from amber.node.node import now_ms
@@ -242,25 +242,6 @@ def test_one_connection_keeps_its_order_over_many_leader_changes(
 # -- the apply side, deterministically -----------------------------------------------------
 
 
-def _open_trio(folder: Path, **options: Any) -> list[amber.Database]:
-    base = free_base_port(3)
-    addresses = {f"n{i + 1}": f"127.0.0.1:{base + 10 * i + 2}" for i in range(3)}
-    configs = [
-        ClusterConfig(
-            name,
-            address,
-            {k: v for k, v in addresses.items() if k != name},
-            secret="test-secret-of-32-bytes-at-least",
-            **options,
-        )
-        for name, address in addresses.items()
-    ]
-    with ThreadPoolExecutor(3) as pool:
-        return list(
-            pool.map(lambda c: amber.open_cluster(folder / c.node_id, c, jobs=False), configs)
-        )
-
-
 def _send(db: amber.Database, value: int, origin: tuple[bytes, int]) -> Any:
     """One entry ``put o:k value`` with a chosen origin and seq, through Raft; what apply said."""
     record = stamp(now_ms(), encode_body(Batch((Put("o", "k", value),))))
@@ -279,7 +260,7 @@ def _send(db: amber.Database, value: int, origin: tuple[bytes, int]) -> Any:
 
 
 def test_an_origins_entries_apply_in_seq_order_and_once_on_every_member(tmp_path: Path):
-    dbs = _open_trio(tmp_path)
+    dbs = open_trio(tmp_path)
     try:
         origin = b"origin-1"
         # Sent through the second member: it forwards them to the leader.
@@ -300,7 +281,7 @@ def test_an_origins_entries_apply_in_seq_order_and_once_on_every_member(tmp_path
 
 
 def test_the_origin_table_is_in_snapshots_and_survives_a_restart(tmp_path: Path):
-    dbs = _open_trio(tmp_path, compaction_entries=1_000_000)
+    dbs = open_trio(tmp_path, compaction_entries=1_000_000)
     try:
         origin = b"origin-2"
         for seq in (1, 2, 3):
@@ -343,7 +324,7 @@ def _second_write_lands_last(dbs: list[Any], node: Any) -> None:
 
 
 def test_a_write_whose_entry_was_discarded_still_precedes_the_later_ones(tmp_path: Path):
-    dbs = _open_trio(tmp_path)
+    dbs = open_trio(tmp_path)
     try:
         node = dbs[1]._node
         real = node.replicator._engine.amber_apply
@@ -371,7 +352,7 @@ def test_an_entry_pysyncobj_never_answers_is_sent_again_and_keeps_its_place(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     monkeypatch.setattr("amber.replication.cluster.RESEND_AFTER", 0.3)
-    dbs = _open_trio(tmp_path)
+    dbs = open_trio(tmp_path)
     try:
         node = dbs[0]._node
         real = node.replicator._engine.amber_apply
@@ -396,7 +377,7 @@ def test_a_barrier_pysyncobj_never_answers_is_sent_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     monkeypatch.setattr("amber.replication.cluster.RESEND_AFTER", 0.3)
-    dbs = _open_trio(tmp_path)
+    dbs = open_trio(tmp_path)
     try:
         node = dbs[2]._node
         real = node.replicator._engine.amber_apply
