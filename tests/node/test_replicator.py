@@ -12,7 +12,6 @@ from __future__ import annotations
 import ast
 import asyncio
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,20 +26,9 @@ from amber.store.batch import Batch, encode_body
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "replication"))
 
-from embedded_cluster import open_trio
+from embedded_cluster import open_trio, wait_for_leader
 
 PACKAGE = Path(amber.__file__).parent
-
-
-def _leader(dbs: list[amber.Database]) -> amber.Database:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        for db in dbs:
-            status = db.cluster_status()
-            if status is not None and status["state"] == "leader" and status["has_quorum"]:
-                return db
-        time.sleep(0.05)
-    raise AssertionError("no leader elected")
 
 
 @pytest.fixture(params=["local", "raft"])
@@ -51,7 +39,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[amber.Databas
         return
     dbs = open_trio(tmp_path)
     try:
-        yield _leader(dbs)
+        yield wait_for_leader(dbs)
     finally:
         for member in dbs:
             member.close()

@@ -6,6 +6,7 @@ and node tests; one place for the ports, names and secret they share.
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import amber
 from amber import ClusterConfig
 from amber.replication.local import free_base_port
 
-__all__ = ["SECRET", "cluster_configs", "open_members", "open_trio"]
+__all__ = ["SECRET", "cluster_configs", "open_members", "open_trio", "wait_for_leader"]
 
 #: Long enough for ``ClusterConfig`` (16 bytes at least).
 SECRET = "test-secret-of-32-bytes-at-least"
@@ -47,3 +48,15 @@ def open_members(folder: Path, configs: list[ClusterConfig]) -> list[amber.Datab
 def open_trio(folder: Path, **options: Any) -> list[amber.Database]:
     """Three members with ``options`` (``ClusterConfig`` fields)."""
     return open_members(folder, cluster_configs(3, **options))
+
+
+def wait_for_leader(dbs: list[amber.Database], timeout: float = 20.0) -> amber.Database:
+    """The member that leads with a quorum, once one does (else ``AssertionError``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for db in dbs:
+            status = db.cluster_status()
+            if status is not None and status["state"] == "leader" and status["has_quorum"]:
+                return db
+        time.sleep(0.05)
+    raise AssertionError("no leader elected")

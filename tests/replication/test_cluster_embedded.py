@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from embedded_cluster import cluster_configs, open_members
+from embedded_cluster import cluster_configs, open_members, wait_for_leader
 
 import amber
 from amber import ClusterConfig
@@ -29,17 +29,6 @@ def trio(tmp_path: Path) -> Iterator[list[amber.Database]]:
     yield dbs
     for db in dbs:
         db.close()
-
-
-def _leader(dbs: list[amber.Database], timeout: float = 20.0) -> amber.Database:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for db in dbs:
-            status = db.cluster_status()
-            if status is not None and status["state"] == "leader" and status["has_quorum"]:
-                return db
-        time.sleep(0.05)
-    raise AssertionError("no leader elected")
 
 
 def _rows(db: amber.Database) -> dict[str, Any]:
@@ -117,7 +106,7 @@ def test_watches_on_every_member_see_the_same_events_in_the_same_order(
 def test_stale_reads_differ_from_linearizable_ones_only_while_a_replica_lags(
     trio: list[amber.Database],
 ):
-    leader = _leader(trio)
+    leader = wait_for_leader(trio)
     follower = next(db for db in trio if db is not leader)
     leader.table("t").put("k", "old")
     follower.barrier()
@@ -163,7 +152,7 @@ def test_compaction_snapshots_restart_and_a_new_member_catches_up_by_snapshot(tm
 
         # A new member joins after compaction: it gets a snapshot.
         n4 = configs[3]
-        leader = _leader(dbs)
+        leader = wait_for_leader(dbs)
         joiner = amber.open_cluster(tmp_path / "n4", n4, jobs=False)
         dbs.append(joiner)
         leader.cluster_change("add", "n4", n4.raft_address)
@@ -257,16 +246,16 @@ def test_cluster_config_refuses_without_a_secret_and_bad_peers():
 
 
 def test_leadership_moves_on_request(trio: list[amber.Database]):
-    leader = _leader(trio)
+    leader = wait_for_leader(trio)
     target = next(db for db in trio if db is not leader)
     target_id = target.cluster_status()["node_id"]
     leader.table("t").put("k", 1)
     target.barrier()  # caught up: PySyncObj only hands over to a follower that is
     leader.cluster_change("transfer", target_id)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _leader(trio) is not target:
+    while time.monotonic() < deadline and wait_for_leader(trio) is not target:
         time.sleep(0.05)
-    assert _leader(trio) is target
+    assert wait_for_leader(trio) is target
     leader.table("t").put("k", 2)  # the old leader forwards now
     for db in trio:
         db.barrier()
@@ -300,7 +289,7 @@ def test_only_the_leader_proposes_expirations_and_every_member_applies_them(tmp_
         assert kinds[0] == kinds[1] == kinds[2]
         assert [k for _, k, t in kinds[0] if t == "expire"] == ["short"]
         assert all(_rows(db)["t"] == {"long": 1} for db in dbs)
-        leader = _leader(dbs)
+        leader = wait_for_leader(dbs)
         for db in dbs:
             if db is not leader:
                 db.table("t").put("due", 1, ttl=0.01)
