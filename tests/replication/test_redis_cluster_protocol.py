@@ -49,11 +49,22 @@ def leader_of(cluster: LocalCluster, timeout: float = 20.0) -> LocalNode:
     raise AssertionError("the members agree on no master")
 
 
+def cluster_info_ok(client: redis.Redis, timeout: float = 20.0) -> dict[str, str]:
+    """CLUSTER INFO once it says ``ok``: a member knows its quorum a heartbeat after a
+    leader is agreed (on a loaded machine, a moment later)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        info: dict[str, str] = client.cluster("INFO")
+        if info["cluster_state"] == "ok" or time.monotonic() > deadline:
+            return info
+        time.sleep(0.1)
+
+
 def test_cluster_views(cluster: LocalCluster) -> None:
     leader = leader_of(cluster)
     for node in cluster.nodes:
         client = plain(node)
-        info = client.cluster("INFO")
+        info = cluster_info_ok(client)
         assert info["cluster_enabled"] == "1" and info["cluster_state"] == "ok"
         assert info["cluster_slots_assigned"] == "16384"
         assert info["cluster_known_nodes"] == "3" and info["cluster_size"] == "1"
