@@ -215,7 +215,7 @@ def backup(
     with _database(source, config) as db:
         image = _capture(db)
     keys = sum(len(rows) for _, rows in image.tables)
-    chunks = _counted(Store.image_chunks(image), keys, progress)
+    chunks = _counted(Store.image_chunks(image, meta=False), keys, progress)
     if _is_s3(dest):
         client, bucket, key = _s3_object(str(dest))
         with tempfile.TemporaryDirectory(prefix="amber-backup-") as tmp:
@@ -324,7 +324,9 @@ def restore(
             raise InvalidArgument(
                 f"restore target {target} already holds data: restore into a new, empty one"
             )
-        backend.write_snapshot(image.seq, _counted(Store.image_chunks(image), keys, progress))
+        backend.write_snapshot(
+            image.seq, _counted(Store.image_chunks(image, meta=False), keys, progress)
+        )
     finally:
         backend.close()
     return BackupInfo(image.revision, image.seq, len(image.tables), keys, size, str(target))

@@ -109,6 +109,16 @@ class Database:
         self._check_open()
         await self._node.aread_barrier()
 
+    def replicated_meta(self, name: str) -> tuple[int, Any]:
+        """``(version, value)`` of the store's replicated metadata ``name`` (None: unset).
+
+        Set through the log (``SetMeta``), so every member of a group agrees
+        at each log position; ``version`` changes with any metadata change,
+        for callers that cache what they derive from it.
+        """
+        store = self._node.store
+        return store.meta_version, store.meta.get(name)
+
     def cluster_status(self) -> ClusterStatus | None:
         """Members, leader, term, commit/applied index, lag; None when not in a cluster."""
         self._check_open()

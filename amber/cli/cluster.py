@@ -180,3 +180,98 @@ def transfer(
 ) -> None:
     """Hand leadership to another member (ask the leader)."""
     console.print(_cluster_call(url, password, "TRANSFER", *([node] if node else [])))
+
+
+def _mover(url: str, password: str | None, step: int) -> Any:
+    from amber.cluster.reshard import Mover  # noqa: PLC0415
+
+    seed = url.removeprefix("redis://").rstrip("/")
+    return Mover(seed, password, step=step, progress=console.print)
+
+
+def _slot_range(text: str) -> tuple[int, int]:
+    first, _, last = text.partition("-")
+    try:
+        a, b = int(first), int(last or first)
+    except ValueError:
+        fail(f"--slots must be FIRST-LAST (e.g. 0-4095), not {text!r}")
+    if not 0 <= a <= b <= 16383:
+        fail(f"--slots {text}: slots are 0-16383, first <= last")
+    return a, b
+
+
+Step = Annotated[
+    int,
+    typer.Option(help="Slots moved per step: a step's slots are unavailable while it copies."),
+]
+
+
+@cluster_app.command("reshard")
+def reshard(
+    slots: Annotated[str, typer.Option(help="The slots to move, FIRST-LAST.")],
+    to: Annotated[str, typer.Option(help="The group that gets them (e.g. g2).")],
+    url: Url = "redis://127.0.0.1:7400",
+    password: Password = None,
+    step: Step = 128,
+) -> None:
+    """Move hash slots to another Raft group while clients keep reading and writing.
+
+    Each step freezes a few slots in their group (clients get TRYAGAIN and
+    retry), copies their keys, and switches the map. Run it again to finish
+    a reshard that stopped halfway.
+    """
+    import redis  # noqa: PLC0415
+
+    first, last = _slot_range(slots)
+    mover = _mover(url, password, step)
+    try:
+        copied = mover.reshard(first, last, to)
+    except (ValueError, RuntimeError, redis.RedisError) as exc:
+        fail(f"reshard stopped: {exc} (run it again to finish)")
+    finally:
+        mover.close()
+    console.print(f"moved slots {first}-{last} to {to}: {copied} keys copied")
+
+
+@cluster_app.command("rebalance")
+def rebalance(
+    url: Url = "redis://127.0.0.1:7400",
+    password: Password = None,
+    step: Step = 128,
+    add_group: Annotated[
+        str | None,
+        typer.Option(help="First add this new, empty group (its members already started)."),
+    ] = None,
+    member: Annotated[
+        list[str] | None,
+        typer.Option(help="A member of --add-group: ID=HOST:RESP_PORT[,HOST:HTTP_PORT]."),
+    ] = None,
+) -> None:
+    """Even out the slots over all groups, optionally adding a new group first."""
+    import redis  # noqa: PLC0415
+
+    from amber.cluster.slots import Member  # noqa: PLC0415
+
+    mover = _mover(url, password, step)
+    try:
+        if add_group is not None:
+            members = []
+            for i, text in enumerate(member or []):
+                node_id, _, addresses = text.partition("=")
+                resp, _, http = addresses.partition(",")
+                host, _, port = resp.rpartition(":")
+                if not node_id or not host or not port.isdigit():
+                    fail(f"--member {text!r}: expected ID=HOST:RESP_PORT[,HOST:HTTP_PORT]")
+                members.append(
+                    Member(node_id, host, int(port), "master" if i == 0 else "replica", http)
+                )
+            if not members:
+                fail("--add-group needs its members (--member ID=HOST:PORT, once per member)")
+            mover.add_group(add_group, members)
+            console.print(f"group {add_group} added with {len(members)} member(s)")
+        copied = mover.rebalance()
+    except (ValueError, RuntimeError, redis.RedisError) as exc:
+        fail(f"rebalance stopped: {exc} (run it again to finish)")
+    finally:
+        mover.close()
+    console.print(f"rebalanced: {copied} keys copied")

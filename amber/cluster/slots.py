@@ -15,9 +15,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ..model.names import join_key
+
 __all__ = [
     "SLOTS",
     "Member",
+    "ShardState",
+    "SlotGuard",
     "SlotMap",
     "crc16",
     "hash_tag",
@@ -88,6 +92,8 @@ class Member:
     port: int
     #: ``master`` (the group's Raft leader) or ``replica`` (a follower).
     role: str
+    #: Its HTTP ``host:port``, when the map names it ("" if not: HTTP cannot redirect there).
+    http: str = ""
 
     @property
     def redis_id(self) -> str:
@@ -150,7 +156,7 @@ class SlotMap:
             "e": self.epoch,
             "r": [list(r) for r in self.ranges],
             "g": {
-                g: [[m.node_id, m.host, m.port, m.role] for m in members]
+                g: [[m.node_id, m.host, m.port, m.role, m.http] for m in members]
                 for g, members in sorted(self.groups.items())
             },
         }
@@ -163,7 +169,9 @@ class SlotMap:
             int(doc["e"]),
             tuple((int(a), int(b), str(g)) for a, b, g in doc["r"]),
             {
-                str(g): tuple(Member(str(n), str(h), int(p), str(r)) for n, h, p, r in members)
+                str(g): tuple(
+                    Member(str(m[0]), str(m[1]), int(m[2]), str(m[3]), str(m[4])) for m in members
+                )
                 for g, members in doc["g"].items()
             },
         )
@@ -207,13 +215,17 @@ def parse_shard_map(doc: Any) -> SlotMap:
             if not isinstance(m, dict) or not isinstance(m.get("id"), str):
                 raise ValueError(f"shard map: group {name!r}: a member is {{id, resp}}")
             node_id, resp = m["id"], m.get("resp")
-            host, _, port = str(resp).rpartition(":")
-            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            if not _is_address(str(resp)):
                 raise ValueError(f"shard map: member {node_id!r}: resp must be host:port")
+            host, _, port = str(resp).rpartition(":")
+            http = m.get("http", "")
+            if http and not _is_address(str(http)):
+                raise ValueError(f"shard map: member {node_id!r}: http must be host:port")
             if node_id in seen:
                 raise ValueError(f"shard map: member {node_id!r} is in more than one group")
             seen.add(node_id)
-            members.append(Member(node_id, host, int(port), "master" if i == 0 else "replica"))
+            role = "master" if i == 0 else "replica"
+            members.append(Member(node_id, host, int(port), role, str(http)))
         if not members:
             raise ValueError(f"shard map: group {name!r} has no members")
         groups[name] = tuple(members)
@@ -236,6 +248,11 @@ def parse_shard_map(doc: Any) -> SlotMap:
     return SlotMap(epoch, tuple(ranges), groups)
 
 
+def _is_address(text: str) -> bool:
+    host, _, port = text.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
+
+
 def load_shard_map(path: str) -> SlotMap:
     """Read and validate a shard map file: TOML if it ends in ``.toml``, else JSON."""
     import tomllib  # noqa: PLC0415
@@ -247,3 +264,114 @@ def load_shard_map(path: str) -> SlotMap:
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"shard map {path}: {exc}") from None
     return parse_shard_map(doc)
+
+
+def _ranges_of(slots: frozenset[int]) -> list[list[int]]:
+    """``[[first, last], ...]`` covering ``slots``, sorted."""
+    out: list[list[int]] = []
+    for slot in sorted(slots):
+        if out and out[-1][1] == slot - 1:
+            out[-1][1] = slot
+        else:
+            out.append([slot, slot])
+    return out
+
+
+def _slots_in(ranges: Any) -> frozenset[int]:
+    return frozenset(slot for a, b in ranges for slot in range(int(a), int(b) + 1))
+
+
+@dataclass(frozen=True, slots=True)
+class ShardState:
+    """One group's replicated view of the cluster: the slot map plus what is moving.
+
+    Every group keeps its own copy in its Raft log (store metadata
+    ``"slots"``), so a group's members agree on it at every log position and
+    a restart recovers it. ``epoch`` orders maps across groups: a group
+    adopts a map only with a greater epoch. ``frozen`` are this group's slots
+    being moved out: no write to them applies, no read is answered.
+    ``importing`` are slots being moved in: the mover's copies may be
+    written, clients are not served until the map gives them to this group.
+    """
+
+    group: str
+    map: SlotMap
+    frozen: frozenset[int] = frozenset()
+    importing: frozenset[int] = frozenset()
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "epoch": self.map.epoch,
+            "group": self.group,
+            "ranges": [list(r) for r in self.map.ranges],
+            "groups": {
+                g: [[m.node_id, m.host, m.port, m.http] for m in members]
+                for g, members in sorted(self.map.groups.items())
+            },
+            "frozen": _ranges_of(self.frozen),
+            "importing": _ranges_of(self.importing),
+        }
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> ShardState:
+        groups = {
+            str(g): tuple(
+                Member(str(n), str(h), int(p), "master" if i == 0 else "replica", str(http))
+                for i, (n, h, p, http) in enumerate(members)
+            )
+            for g, members in doc["groups"].items()
+        }
+        ranges = tuple((int(a), int(b), str(g)) for a, b, g in doc["ranges"])
+        return cls(
+            str(doc["group"]),
+            SlotMap(int(doc["epoch"]), ranges, groups),
+            _slots_in(doc["frozen"]),
+            _slots_in(doc["importing"]),
+        )
+
+    def owned(self) -> frozenset[int]:
+        return frozenset(s for a, b in self.map.slots_of(self.group) for s in range(a, b + 1))
+
+    def guard(self) -> SlotGuard:
+        return SlotGuard(self)
+
+
+class SlotGuard:
+    """Refuses, when a batch applies, writes to slots this group does not serve.
+
+    The front ends check a key's slot when a command arrives, but a write
+    checked before a slot froze or moved can reach the log after it; the
+    guard runs inside ``Store.apply`` — deterministic, in log order, on every
+    member — so such a write fails (``TRYAGAIN``: retried, it is redirected)
+    instead of landing in a group that no longer owns its key.
+    """
+
+    __slots__ = ("_allowed", "_owned", "frozen", "group")
+
+    def __init__(self, state: ShardState) -> None:
+        owned = bytearray(SLOTS)
+        for slot in state.owned():
+            owned[slot] = 1
+        allowed = bytearray(owned)
+        for slot in state.importing:
+            allowed[slot] = 1
+        for slot in state.frozen:
+            allowed[slot] = 0
+        self._owned = bytes(owned)
+        self._allowed = bytes(allowed)
+        self.frozen = bool(state.frozen)
+        self.group = state.group
+
+    def owns(self, table: str, key: str) -> bool:
+        """Whether the map gives ``(table, key)``'s slot to this group (frozen or not)."""
+        return self._owned[key_slot(join_key(table, key).encode())] == 1
+
+    def refusal(self, table: str, key: str) -> str | None:
+        """Why a write to ``(table, key)`` may not apply here, or None."""
+        slot = key_slot(join_key(table, key).encode())
+        if self._allowed[slot]:
+            return None
+        return (
+            f"slot {slot} is not served by group {self.group!r} now "
+            "(moving or moved); retry to be redirected"
+        )

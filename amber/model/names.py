@@ -13,7 +13,10 @@ from ..config import Limits
 from ..errors import InvalidName
 from .values import DEFAULT_LIMITS
 
-__all__ = ["check_key", "check_table"]
+__all__ = ["DEFAULT_TABLE", "check_key", "check_table", "join_key"]
+
+#: The table of a Redis key without a colon.
+DEFAULT_TABLE = "default"
 
 _TABLE_CHARS = re.compile(r"[A-Za-z0-9_.\-]+").fullmatch
 
@@ -90,3 +93,14 @@ def _check_key_slow(key: object, limits: Limits) -> str:
     if size > limits.max_key_bytes:
         raise InvalidName(f"key {_shown(plain)} is {size} bytes of UTF-8: {rule}")
     return plain
+
+
+def join_key(table: str, key: str) -> str:
+    """The Redis key of ``(table, key)``: ``table:key``, or a bare key of ``default``.
+
+    Here, not in the RESP layer, because the store hashes it too: a key's
+    hash slot (Redis Cluster) is computed from this form.
+    """
+    if table == DEFAULT_TABLE and ":" not in key:
+        return key
+    return f"{table}:{key}"

@@ -136,9 +136,12 @@ class LocalCluster:
             )
             for i in range(nodes)
         ]
+        from amber.cluster.slots import split_slots  # noqa: PLC0415
+
+        #: Each group's slot ranges in the generated map (a group added later has none).
+        self.slot_ranges: list[list[tuple[int, int]]] = [[r] for r in split_slots(shards)]
         if shards > 1:  # written once, before any node starts (they start in parallel)
-            self.folder.mkdir(parents=True, exist_ok=True)
-            self.map_file.write_text(json.dumps(self.shard_map(), indent=1) + "\n")
+            self.write_map()
 
     def group_of(self, node: LocalNode) -> int:
         """The index (from 0) of ``node``'s Raft group."""
@@ -149,23 +152,47 @@ class LocalCluster:
         return [[n for n in self.nodes if self.group_of(n) == g] for g in range(self.shards)]
 
     def shard_map(self) -> dict[str, object]:
-        """The generated static shard map: group g{i+1} owns the i-th even slot range."""
-        from amber.cluster.slots import split_slots  # noqa: PLC0415
+        """The generated static shard map: group g{i+1} owns the i-th even slot range.
 
-        ranges = split_slots(self.shards)
+        Only how the nodes start: once slots move (``amber cluster reshard``)
+        each group's replicated map wins over this file.
+        """
         return {
             "epoch": 1,
             "groups": [
                 {
                     "name": f"g{g + 1}",
-                    "slots": [list(ranges[g])],
+                    "slots": [list(r) for r in self.slot_ranges[g]],
                     "members": [
-                        {"id": n.node_id, "resp": f"{n.host}:{n.resp_port}"} for n in group
+                        {
+                            "id": n.node_id,
+                            "resp": f"{n.host}:{n.resp_port}",
+                            "http": f"{n.host}:{n.http_port}",
+                        }
+                        for n in group
                     ],
                 }
                 for g, group in enumerate(self.groups())
             ],
         }
+
+    def write_map(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.map_file.write_text(json.dumps(self.shard_map(), indent=1) + "\n")
+
+    def add_group(self) -> list[LocalNode]:
+        """Describe one more group, as large as the others and owning no slot yet.
+
+        Start its nodes with ``start``, then add it to the cluster's map with
+        ``amber cluster rebalance --add-group`` (or ``Mover.add_group``).
+        """
+        size = len(self.nodes) // self.shards
+        added = [self.new_node() for _ in range(size)]
+        self.shards += 1
+        self.redis_cluster = True
+        self.slot_ranges.append([])
+        self.write_map()
+        return added
 
     @property
     def map_file(self) -> Path:

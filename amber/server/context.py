@@ -27,9 +27,13 @@ class ServerContext:
     backups: BackupPolicy = field(default_factory=BackupPolicy)
     #: Extra health sources (front ends, server jobs): name -> callable returning a dict.
     health_sources: dict[str, Any] = field(default_factory=dict)
-    #: Other Raft groups own some slots (``--shard-map``): the HTTP data routes
-    #: and the KV text protocol, which do not route keys yet, are refused.
-    sharded: bool = False
+    #: ``--cluster-mode redis``: the Redis Cluster view (slot map), else None.
+    shards: Any = None
+
+    @property
+    def sharded(self) -> bool:
+        """Whether other Raft groups own some slots now (the map can change online)."""
+        return self.shards is not None and bool(self.shards.sharded)
 
     @classmethod
     def for_database(cls, db: Database) -> ServerContext:

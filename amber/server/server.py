@@ -367,8 +367,9 @@ async def serve(
             state.config,
             shard_map=settings.load_shard_map(),
             node_id=settings.node_id,
+            http=f"{settings.bind}:{settings.http_port}" if settings.http_port > 0 else "",
         )
-        ctx.sharded = state.redis_cluster.sharded
+        ctx.shards = state.redis_cluster
     snapshots_of(state)  # counts changes since the start for INFO persistence
     ctx.metrics.registry.register(state.stats.collector())
     jobs = Supervisor()
@@ -412,8 +413,9 @@ async def serve(
             await _start_http(ctx, settings, listeners, state, settings.http_port, None)
         if settings.http_tls_port >= 0 and tls is not None:
             await _start_http(ctx, settings, listeners, state, settings.http_tls_port, tls)
-        if settings.kvtext_port >= 0 and ctx.sharded:
-            log.warning("the KV text protocol does not route keys to shards yet: it stays off")
+        if settings.kvtext_port >= 0 and ctx.shards is not None:
+            # Slots can move to other groups online; the KV text protocol has no redirect.
+            log.warning("the KV text protocol does not route keys to shards: it stays off")
         elif settings.kvtext_port >= 0:
             await _start_kvtext(ctx, settings, listeners, state)
         for line in listeners.lines:

@@ -109,7 +109,34 @@ class DropTable:
     table: str
 
 
-Op: TypeAlias = Put | Merge | Update | Delete | Expire | DropTable
+@dataclass(frozen=True, slots=True)
+class SetMeta:
+    """Set the store's replicated metadata ``name`` (``None``: remove it).
+
+    Cluster state that must change in log order with the data — today the
+    group's slot map (``"slots"``, see :class:`amber.cluster.slots.ShardState`).
+    Not a key: no table, no event, no revision; kept in snapshots.
+    """
+
+    name: str
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Evict:
+    """Drop ``key`` from a group that no longer serves its slot, silently.
+
+    After a slot moved to another group the copies left behind are not
+    changes of the data (the key lives on, elsewhere): no event, no
+    revision. Applies only to a slot this group does not serve; elsewhere
+    it is a no-op, so it can never remove live data.
+    """
+
+    table: str
+    key: str
+
+
+Op: TypeAlias = Put | Merge | Update | Delete | Expire | DropTable | SetMeta | Evict
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +165,7 @@ class Batch:
     time_ms: int = 0
 
 
-_PUT, _MERGE, _DELETE, _EXPIRE, _DROP, _PUT_AT, _UPDATE = 1, 2, 3, 4, 5, 6, 7
+_PUT, _MERGE, _DELETE, _EXPIRE, _DROP, _PUT_AT, _UPDATE, _META, _EVICT = 1, 2, 3, 4, 5, 6, 7, 8, 9
 
 
 def _encode_op(op: Op) -> list[Any]:
@@ -156,6 +183,10 @@ def _encode_op(op: Op) -> list[Any]:
         return [_EXPIRE, op.table, op.key, op.mod_revision]
     if type(op) is DropTable:
         return [_DROP, op.table]
+    if type(op) is SetMeta:
+        return [_META, op.name, op.value]
+    if type(op) is Evict:
+        return [_EVICT, op.table, op.key]
     raise InvalidArgument(f"not a batch operation: {op!r}")
 
 
@@ -173,6 +204,10 @@ def _decode_op(raw: Any) -> Op:
         return DropTable(raw[1])
     if code == _PUT_AT:
         return Put(raw[1], raw[2], raw[3], expires_at_ms=raw[4])
+    if code == _META:
+        return SetMeta(raw[1], raw[2])
+    if code == _EVICT:
+        return Evict(raw[1], raw[2])
     if code == _UPDATE:
         if raw[3] not in UPDATES:
             raise Corrupted(f"unknown update {raw[3]!r} (written by a newer Amber?)")

@@ -29,15 +29,16 @@ import operator
 import threading
 import weakref
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal, NamedTuple, TypeAlias, cast
 
 from sortedcontainers import SortedList
 
+from ..cluster.slots import ShardState, SlotGuard
 from ..config import Limits
-from ..errors import AmberError, ConditionFailed, Corrupted, TooLarge
+from ..errors import AmberError, ConditionFailed, Corrupted, TooLarge, Unavailable
 from ..model import json_equal, merge_patch, pack, unpack
-from .batch import Batch, Compare, Delete, DropTable, Expire, Merge, Op, Put, Update
+from .batch import Batch, Compare, Delete, DropTable, Evict, Expire, Merge, Op, Put, SetMeta, Update
 from .updates import ABSENT, UNCHANGED, UPDATES, Refused
 
 #: ``(value, create_revision, mod_revision, version, expires_at_ms | None)``
@@ -116,6 +117,8 @@ class StoreImage:
     seq: int
     revision: int
     tables: list[tuple[str, dict[str, Record]]]
+    #: The store's replicated metadata (``SetMeta``), e.g. a group's slot map.
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 def prefix_end(prefix: str) -> str | None:
@@ -188,11 +191,12 @@ def compare_holds(compare: Compare, record: Record | None) -> bool:
 class _Staging:
     """A batch's pending changes, so all ops see each other and failure is free."""
 
-    __slots__ = ("changes", "cleared", "exists", "now", "records", "store")
+    __slots__ = ("changes", "cleared", "exists", "meta", "now", "records", "store")
 
     def __init__(self, store: Store, now: int) -> None:
         self.store = store
         self.now = now
+        self.meta: dict[str, Any] = {}
         self.records: dict[tuple[str, str], Record | None] = {}
         self.cleared: set[str] = set()
         self.exists: dict[str, bool] = {}
@@ -265,6 +269,13 @@ class Store:
         #: ``(expires_at, table, key, mod_revision)``; stale entries are skipped.
         self._expiry: list[tuple[int, str, str, int]] = []
         self._ttl_records = 0
+        #: Replicated metadata, changed only by ``SetMeta`` ops (in log order).
+        self.meta: dict[str, Any] = {}
+        #: Bumped on every metadata change, so readers can cache what they derive.
+        self.meta_version = 0
+        #: While ``meta["slots"]`` exists (a sharded group): refuses writes to
+        #: slots this group does not serve, at apply time.
+        self.guard: SlotGuard | None = None
 
     # -- tables ---------------------------------------------------------
 
@@ -322,6 +333,10 @@ class Store:
                 record = None
             if not compare_holds(compare, record):
                 return ApplyResult(seq, self.revision, [], [], _failed(compare))
+        if self.guard is not None:
+            refused = _refusal(self.guard, batch.ops)
+            if refused is not None:
+                return ApplyResult(seq, self.revision, [], [], Unavailable(refused))
         revision = self.revision + 1
         outcomes: list[Record | Updated | None] = []
         try:
@@ -332,6 +347,8 @@ class Store:
         if staging.changes:
             self._commit(staging)
             self.revision = revision
+        elif staging.records or staging.meta:  # evictions, metadata: no event, no revision
+            self._commit(staging)
         elif staging.cleared:
             self._drop_empty(staging.cleared)
         return ApplyResult(seq, self.revision, staging.changes, outcomes)
@@ -385,8 +402,19 @@ class Store:
             if current is not None and current[MOD] == op.mod_revision and not live(current, now):
                 staging.stage(op.table, op.key, "expire", None, current)
             return None
-        assert isinstance(op, DropTable)
-        staging.drop(op.table)
+        if kind is DropTable:
+            assert isinstance(op, DropTable)
+            staging.drop(op.table)
+            return None
+        if kind is SetMeta:
+            assert isinstance(op, SetMeta)
+            staging.meta[op.name] = op.value
+            return None
+        assert isinstance(op, Evict)
+        guard = self.guard
+        owned = guard is None or guard.owns(op.table, op.key)
+        if not owned and staging.current(op.table, op.key) is not None:
+            staging.records[(op.table, op.key)] = None
         return None
 
     def _update(self, staging: _Staging, op: Update, revision: int) -> Updated:
@@ -419,7 +447,20 @@ class Store:
                 state.exists = False
                 self._detach(state)
 
+    def _set_meta(self, changes: dict[str, Any]) -> None:
+        for name, value in changes.items():
+            if value is None:
+                self.meta.pop(name, None)
+            else:
+                self.meta[name] = value
+        self.meta_version += 1
+        if "slots" in changes:
+            doc = self.meta.get("slots")
+            self.guard = None if doc is None else ShardState.from_doc(doc).guard()
+
     def _commit(self, staging: _Staging) -> None:
+        if staging.meta:
+            self._set_meta(staging.meta)
         tables = self._tables
         for name in staging.cleared:
             cleared = tables.get(name)
@@ -591,24 +632,29 @@ class Store:
             tables=[
                 (name, state.rows.copy()) for name, state in self._tables.items() if state.exists
             ],
+            meta=dict(self.meta),
         )
 
     @staticmethod
-    def image_chunks(image: StoreImage) -> Iterator[bytes]:
+    def image_chunks(image: StoreImage, *, meta: bool = True) -> Iterator[bytes]:
         """Encode an image as snapshot chunks (format in the module doc of log).
 
-        Chunks: ``["h", format, seq, revision, [table names]]``, then per table
+        Chunks: ``["h", format, seq, revision, [table names]]``, then
+        ``["m", {name: value}]`` when there is metadata (and ``meta``: a
+        backup leaves the group's slot map behind), then per table
         ``["t", name, [keys], [values], [create, mod, version, expires] * n]``.
         """
         yield pack(["h", SNAPSHOT_FORMAT, image.seq, image.revision, [n for n, _ in image.tables]])
+        if meta and image.meta:
+            yield pack(["m", image.meta])
         for name, rows in image.tables:
             items = list(rows.items())
             for i in range(0, len(items), _CHUNK_ROWS):
                 part = items[i : i + _CHUNK_ROWS]
-                meta: list[int | None] = []
+                fields: list[int | None] = []
                 for _, record in part:
-                    meta.extend(record[1:])
-                yield pack(["t", name, [k for k, _ in part], [r[VALUE] for _, r in part], meta])
+                    fields.extend(record[1:])
+                yield pack(["t", name, [k for k, _ in part], [r[VALUE] for _, r in part], fields])
 
     def load_image(self, chunks: Iterator[bytes], seq: int, source: str = "") -> None:
         """Replace the state with a snapshot's; only on a fresh store."""
@@ -629,6 +675,9 @@ class Store:
         pending: dict[str, list[str]] = {}
         for chunk in chunks:
             body = unpack(chunk)
+            if body[0] == "m":
+                self._set_meta(body[1])
+                continue
             if body[0] != "t":
                 continue  # a kind a later issue adds (e.g. watch history); skip here
             _, name, keys, values, meta = body
@@ -662,6 +711,23 @@ class Store:
         self.applied_seq = 0
         self._expiry = []
         self._ttl_records = 0
+        self.meta = {}
+        self.meta_version += 1
+        self.guard = None
+
+
+def _refusal(guard: SlotGuard, ops: tuple[Op, ...]) -> str | None:
+    """Why ``guard`` refuses a batch of a sharded group, or None (see ``SlotGuard``)."""
+    for op in ops:
+        kind = type(op)
+        if kind is Put or kind is Merge or kind is Update or kind is Delete:
+            written = cast("Put | Merge | Update | Delete", op)
+            refused = guard.refusal(written.table, written.key)
+            if refused is not None:
+                return refused
+        elif kind is DropTable and guard.frozen:
+            return "a table cannot be dropped while slots move between groups; retry"
+    return None
 
 
 def _failed(compare: Compare) -> ConditionFailed:

@@ -15,6 +15,7 @@ from . import (  # noqa: F401  (importing registers the commands)
     keyspace,
     pubsub,
     refused,
+    slots_admin,
     strings,
     transactions,
 )

@@ -13,7 +13,7 @@ import asyncio
 import json
 from typing import Any
 
-from ...cluster.slots import Member, SlotMap, key_slot, redis_node_id
+from ...cluster.slots import SLOTS, Member, ShardState, SlotMap, key_slot, redis_node_id
 from .registry import REGISTRY, CommandError, arity_error
 from .replies import Simple, Verbatim
 from .session import error_reply
@@ -79,12 +79,15 @@ GROUP = "g1"
 class RedisClusterView:
     """This server's Redis Cluster view: its own Raft group live, other groups as mapped.
 
-    This group's Raft leader is its master, followers its replicas; that part
-    is recomputed per call, so a leader change shows at once. Other groups
-    (from a static ``--shard-map``) are shown as listed — first member master
-    — since this node cannot know their live leader; a client learns it by
-    following ``-MOVED``. Members of this group whose RESP address is not
-    known (added online) are left out, not guessed.
+    The map is the group's replicated :class:`ShardState` (store metadata
+    ``"slots"``, written by ``AMBER.SLOTS``) once a reshard has written one,
+    else the static ``--shard-map``, else this group owning every slot. It
+    is re-derived whenever the replicated metadata changes, so a slot that
+    moves shows at once. This group's Raft leader is its master, followers
+    its replicas (recomputed per call); other groups are shown as mapped —
+    first member master — since this node cannot know their live leader; a
+    client learns it by following ``-MOVED``. Members of this group whose
+    RESP address is not known (added online) are left out, not guessed.
     """
 
     def __init__(
@@ -96,37 +99,75 @@ class RedisClusterView:
         *,
         shard_map: SlotMap | None = None,
         node_id: str = "",
+        http: str = "",
     ) -> None:
         self.db = db
         self.host = host
         self.resp_peers = dict(resp_peers)
         self._config = config
-        self.shard_map = shard_map
-        self.group = GROUP
-        #: slot -> ``MOVED`` reply target for slots another group owns (empty: none).
-        self.foreign: dict[int, str] = {}
-        if shard_map is not None:
-            self.group = shard_map.group_of(node_id) or GROUP
-            for name, members in shard_map.groups.items():
+        self.static = shard_map
+        self.node_id = node_id
+        self.http = http
+        self._version: int | None = None
+        self._state = ShardState(GROUP, SlotMap.single(GROUP, ()))
+        #: Per slot: ``MOVED`` target for slots another group owns, else None.
+        self._moved: list[str | None] = [None] * SLOTS
+        self._sharded = False
+        self._refresh()
+
+    def _refresh(self) -> ShardState:
+        """The current shard state, re-derived when the replicated metadata changed."""
+        version, doc = self.db.replicated_meta("slots")
+        if version == self._version:
+            return self._state
+        if doc is not None:
+            state = ShardState.from_doc(doc)
+        elif self.static is not None:
+            state = ShardState(self.static.group_of(self.node_id) or GROUP, self.static)
+        else:
+            state = ShardState(GROUP, SlotMap.single(GROUP, ()))
+        moved: list[str | None] = [None] * SLOTS
+        for first, last, name in state.map.ranges:
+            if name != state.group:
+                target = state.map.groups[name][0]
+                address = f"{target.host}:{target.port}"
+                moved[first : last + 1] = [address] * (last - first + 1)
+        for name, members in state.map.groups.items():
+            if name == state.group:
                 for m in members:
-                    if name == self.group and m.node_id != node_id:
+                    if m.node_id != self.node_id:
                         self.resp_peers.setdefault(m.node_id, f"{m.host}:{m.port}")
-            for first, last, name in shard_map.ranges:
-                if name != self.group:
-                    target = shard_map.groups[name][0]
-                    address = f"{target.host}:{target.port}"
-                    self.foreign.update((slot, address) for slot in range(first, last + 1))
+        self._state, self._moved, self._version = state, moved, version
+        # Several groups, or slots on their way out: every key must be checked.
+        self._sharded = len(state.map.groups) > 1 or bool(state.frozen)
+        return state
+
+    @property
+    def group(self) -> str:
+        return self._refresh().group
 
     @property
     def sharded(self) -> bool:
         """Whether other groups own slots (keys must then be checked for ``MOVED``)."""
-        return bool(self.foreign)
+        self._refresh()
+        return self._sharded
 
     def moved(self, key: bytes) -> str | None:
-        """``MOVED <slot> <host:port>`` if another group owns ``key``'s slot, else None."""
+        """Why this node does not serve ``key`` now, as an error reply text, or None.
+
+        ``MOVED <slot> <host:port>`` if another group owns its slot;
+        ``TRYAGAIN`` while its slot is frozen for a move out of this group.
+        """
+        state = self._refresh()
+        if not self._sharded and not state.frozen:
+            return None
         slot = key_slot(key)
-        target = self.foreign.get(slot)
-        return None if target is None else f"MOVED {slot} {target}"
+        target = self._moved[slot]
+        if target is not None:
+            return f"MOVED {slot} {target}"
+        if slot in state.frozen:
+            return f"TRYAGAIN slot {slot} is moving to another group; retry"
+        return None
 
     def own_port(self) -> int:
         return int(self._config.values.get("port", "0"))
@@ -136,24 +177,39 @@ class RedisClusterView:
         assert status is not None  # --cluster-mode redis needs --node-id
         return dict(status)
 
-    def slot_map(self, status: dict[str, Any]) -> SlotMap:
+    def live_members(self, status: dict[str, Any]) -> tuple[Member, ...]:
+        """This group's members with their RESP addresses, the Raft leader first as master."""
+        state = self._refresh()
+        http = {m.node_id: m.http for m in state.map.groups.get(state.group, ())}
         members = []
         for member in status["members"]:
             if member["self"]:
                 host, port = self.host, self.own_port()
+                http[member["id"]] = self.http or http.get(member["id"], "")
             elif member["id"] in self.resp_peers:
                 host, _, text = self.resp_peers[member["id"]].rpartition(":")
                 port = int(text)
             else:
                 continue
             role = "master" if member["id"] == status["leader"] else "replica"
-            members.append(Member(member["id"], host, port, role))
+            members.append(Member(member["id"], host, port, role, http.get(member["id"], "")))
         members.sort(key=lambda m: (m.role != "master", m.node_id))
-        if self.shard_map is None:
-            return SlotMap.single(GROUP, tuple(members))
-        groups = dict(self.shard_map.groups)
-        groups[self.group] = tuple(members)
-        return SlotMap(self.shard_map.epoch, self.shard_map.ranges, groups)
+        return tuple(members)
+
+    def shard_state(self, status: dict[str, Any]) -> ShardState:
+        """The current state with this group's live members (what ``AMBER.SLOTS GET`` shows)."""
+        state = self._refresh()
+        groups = dict(state.map.groups)
+        groups[state.group] = self.live_members(status)
+        return ShardState(
+            state.group,
+            SlotMap(state.map.epoch, state.map.ranges, groups),
+            state.frozen,
+            state.importing,
+        )
+
+    def slot_map(self, status: dict[str, Any]) -> SlotMap:
+        return self.shard_state(status).map
 
 
 def _node_entry(member: Member) -> list[Any]:

@@ -13,11 +13,10 @@ import re
 from collections.abc import Callable
 from functools import lru_cache
 
+from ...model.names import DEFAULT_TABLE, join_key
 from .registry import CommandError
 
 __all__ = ["DEFAULT_TABLE", "compile_glob", "glob_literal_prefix", "join_key", "split_key"]
-
-DEFAULT_TABLE = "default"
 
 
 def split_key(raw: bytes) -> tuple[str, str]:
@@ -30,13 +29,6 @@ def split_key(raw: bytes) -> tuple[str, str]:
     if not sep:
         return DEFAULT_TABLE, text
     return table, key
-
-
-def join_key(table: str, key: str) -> str:
-    """The Redis key for ``(table, key)``; the inverse of :func:`split_key`."""
-    if table == DEFAULT_TABLE and ":" not in key:
-        return key
-    return f"{table}:{key}"
 
 
 _SPECIAL = frozenset("*?[\\")

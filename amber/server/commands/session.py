@@ -192,13 +192,11 @@ class Session:
                 if self.multi is not None:
                     self.multi_failed = True
                 return CROSSSLOT
-            first = command.keys[0]
-            if view.sharded and 0 < first < len(args):
-                moved = view.moved(args[first])
-                if moved is not None:  # another group owns the slot: redirect, as Redis does
-                    if self.multi is not None:
-                        self.multi_failed = True
-                    return ErrorReply(moved)
+            moved = _not_served(view, command, args)
+            if moved is not None:  # another group owns the slot: redirect, as Redis does
+                if self.multi is not None:
+                    self.multi_failed = True
+                return moved
         if self.multi is not None and not command.nomulti:
             self.multi.append((command, args))
             return QUEUED
@@ -261,6 +259,13 @@ class Session:
         state = self.state
         try:
             await state.db.abarrier()
+            if state.redis_cluster is not None:
+                # The slot may have frozen or moved while the barrier waited: a
+                # read answered here now could miss a write its new owner took.
+                moved = _not_served(state.redis_cluster, command, args)
+                if moved is not None:
+                    state.stats.record(command.name, time.perf_counter() - started, False)
+                    return moved
             reply = command.handler(self, state.reads, args)
             if isinstance(reply, asyncio.Task):
                 reply = await reply
@@ -461,6 +466,16 @@ class Session:
 
 
 CROSSSLOT = ErrorReply("CROSSSLOT Keys in request don't hash to the same slot")
+
+
+def _not_served(view: Any, command: Command, args: list[bytes]) -> ErrorReply | None:
+    """``MOVED``/``TRYAGAIN`` when this group does not serve the command's (first) key now."""
+    first = command.keys[0]
+    if 0 < first < len(args):
+        moved = view.moved(args[first])
+        if moved is not None:
+            return ErrorReply(moved)
+    return None
 
 
 def _cross_slot(command: Command, args: list[bytes]) -> bool:
