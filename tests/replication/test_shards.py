@@ -126,17 +126,45 @@ def test_redis_benchmark_cluster_runs(cluster: LocalCluster) -> None:
     assert all(float(rate) > 0 for _, rate in rates)
 
 
-def test_http_refuses_keys_until_it_routes_them(cluster: LocalCluster) -> None:
-    """HTTP does not route keys to their group yet: a sharded node refuses key routes (421)."""
+def test_http_routes_each_key_to_its_group(cluster: LocalCluster) -> None:
+    """A single-key route is served by the key's group: another group's key is a 307 to
+    it; routes that span groups (scans, listings, transactions) answer 421."""
     node = cluster.nodes[0]
+    groups = cluster.groups()
     base = f"http://{node.host}:{node.http_port}"
+    low, high = split_slots(2)
+    ours = next(
+        k for k in (f"u{i}" for i in range(1000)) if key_slot(f"users:{k}".encode()) <= low[1]
+    )
+    theirs = next(
+        k for k in (f"u{i}" for i in range(1000)) if key_slot(f"users:{k}".encode()) >= high[0]
+    )
     with httpx.Client(timeout=15) as http:
+        for key in (ours, theirs):
+            put = http.put(
+                f"{base}/v1/tables/users/keys/{key}", json={"k": key}, follow_redirects=True
+            )
+            assert put.status_code in (200, 201), put.text
+        direct = http.get(f"{base}/v1/tables/users/keys/{theirs}?consistency=linearizable")
+        assert direct.status_code == 307
+        owner = groups[1][0]
+        assert direct.headers["location"] == (
+            f"http://{owner.host}:{owner.http_port}/v1/tables/users/keys/{theirs}"
+            "?consistency=linearizable"
+        )
+        assert http.get(direct.headers["location"]).json() == {"k": theirs}
+        assert http.get(f"{base}/v1/tables/users/keys/{ours}").json() == {"k": ours}
+        assert (
+            plain(owner).execute_command("JSON.GET", f"users:{theirs}")
+            == b'{"k":"%s"}' % theirs.encode()
+        )
         for method, path in (
-            ("GET", "/v1/tables/users/keys/ada"),
-            ("PUT", "/v1/tables/users/keys/ada"),
             ("POST", "/v1/txn"),
             ("GET", "/v1/tables"),
+            ("GET", "/v1/tables/users"),
         ):
-            reply = http.request(method, base + path, json={"age": 36})
+            reply = http.request(method, base + path, json={"ops": []})
             assert reply.status_code == 421, (method, path, reply.text)
-        assert http.get(base + "/v1/cluster").status_code == 200
+        view = http.get(base + "/v1/cluster").json()
+        assert set(view["slots"]["groups"]) == {"g1", "g2"} and view["slots"]["group"] == "g1"
+        assert view["slots"]["ranges"] == [[*low, "g1"], [*high, "g2"]]

@@ -169,6 +169,23 @@ class RedisClusterView:
             return f"TRYAGAIN slot {slot} is moving to another group; retry"
         return None
 
+    def owner(self, key: bytes) -> tuple[int, str, Member | None]:
+        """Where ``key`` is served now: ``(slot, verdict, member)``.
+
+        ``verdict`` is ``here``, ``moving`` (frozen for a move out: retry)
+        or ``moved`` (``member`` is the owning group's first listed member).
+        One decision for every front end: RESP answers ``MOVED``/``TRYAGAIN``,
+        HTTP redirects (307) or answers 503.
+        """
+        state = self._refresh()
+        slot = key_slot(key)
+        if self._moved[slot] is not None:
+            owner = state.map.owner(slot)
+            return slot, "moved", state.map.groups[owner][0] if owner is not None else None
+        if slot in state.frozen:
+            return slot, "moving", None
+        return slot, "here", None
+
     def own_port(self) -> int:
         return int(self._config.values.get("port", "0"))
 

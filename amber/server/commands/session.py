@@ -269,6 +269,13 @@ class Session:
             reply = command.handler(self, state.reads, args)
             if isinstance(reply, asyncio.Task):
                 reply = await reply
+            if state.redis_cluster is not None:
+                # And after: the read and the check above are not atomic; a slot
+                # still served now was served when the read ran.
+                moved = _not_served(state.redis_cluster, command, args)
+                if moved is not None:
+                    state.stats.record(command.name, time.perf_counter() - started, False)
+                    return moved
         except Exception as exc:
             state.stats.record(command.name, time.perf_counter() - started, False)
             return error_reply(exc)

@@ -7,10 +7,13 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from fastapi import Query
+from starlette.responses import Response
 
 from ...database import MAX_CACHED_HANDLES, Table
 from ...model import check_table
+from ...model.names import join_key
 from ..context import ServerContext
+from .problems import Misrouted, problem
 
 __all__ = ["Consistency", "HttpApi"]
 
@@ -48,6 +51,37 @@ class HttpApi:
                 self._handles.clear()  # dropped tables' handles must not pile up
             handle = self._handles[name] = self.ctx.db.table(name)
         return handle
+
+    def route(self, table: str, key: str, path: str, query: str) -> None:
+        """Raise :class:`Misrouted` unless this node's group serves ``table:key`` now.
+
+        Another group's key is a ``307`` to that group's first listed member
+        (its HTTP address from the shard map; ``421`` naming its RESP
+        address if the map has none); a key whose slot is moving is ``503``
+        with ``Retry-After``. Same decision as RESP's MOVED/TRYAGAIN.
+        """
+        view = self.ctx.shards
+        if view is None or not view.sharded:
+            return
+        slot, verdict, member = view.owner(join_key(table, key).encode())
+        if verdict == "here":
+            return
+        if verdict == "moving":
+            raise Misrouted(
+                problem(
+                    503,
+                    "unavailable",
+                    f"hash slot {slot} is moving to another group; retry",
+                    {"Retry-After": "1"},
+                )
+            )
+        if member is not None and member.http:
+            location = f"http://{member.http}{path}" + (f"?{query}" if query else "")
+            raise Misrouted(Response(status_code=307, headers={"Location": location}))
+        where = f" (RESP {member.host}:{member.port})" if member is not None else ""
+        raise Misrouted(
+            problem(421, "misdirected", f"hash slot {slot} is served by another group{where}")
+        )
 
     async def read_point(self, consistency: str) -> None:
         """Wait, unless stale reads were asked for, until the read is linearizable."""

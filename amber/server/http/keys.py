@@ -124,8 +124,11 @@ def key_router(api: HttpApi) -> APIRouter:
     db = api.ctx.db
     limits = db.config.limits
 
-    def names(table: str, key: str) -> tuple[str, str]:
-        return check_table(table, limits), check_key(key, limits)
+    def names(request: Request, table: str, key: str) -> tuple[str, str]:
+        """Checked names of a key this node serves (else ``Misrouted``: 307, 421 or 503)."""
+        table, key = check_table(table, limits), check_key(key, limits)
+        api.route(table, key, request.url.path, request.url.query)
+        return table, key
 
     @router.get(
         KEY_PATH,
@@ -142,10 +145,14 @@ def key_router(api: HttpApi) -> APIRouter:
     async def get_key(
         request: Request, table: str, key: str, consistency: Consistency = "linearizable"
     ) -> Response:
-        table, key = names(table, key)
+        table, key = names(request, table, key)
         await api.read_point(consistency)
         handle = api.existing(table)
         entry = None if handle is None else handle.entry(key)
+        # Again after the read: had the slot frozen or moved meanwhile (the
+        # barrier and the read are not atomic with the first check), this
+        # answer could be stale; a check after it proves it is not.
+        api.route(table, key, request.url.path, request.url.query)
         headers = request.headers
         match = parse_entity_tags(headers.get("if-match"), "If-Match")
         none_match = parse_entity_tags(headers.get("if-none-match"), "If-None-Match")
@@ -176,7 +183,7 @@ def key_router(api: HttpApi) -> APIRouter:
         ttl: Ttl = None,
         keep_ttl: Annotated[bool, Query(description="Keep the key's TTL.")] = False,
     ) -> Response:
-        table, key = names(table, key)
+        table, key = names(request, table, key)
         if ttl is not None and keep_ttl:
             raise InvalidArgument("give either ttl or keep_ttl, not both")
         value = await read_json(request, (JSON,), limits.max_batch_bytes)
@@ -208,7 +215,7 @@ def key_router(api: HttpApi) -> APIRouter:
         *,
         ttl: Ttl = None,
     ) -> Response:
-        table, key = names(table, key)
+        table, key = names(request, table, key)
         patch = await read_json(request, (MERGE_PATCH_JSON, JSON), limits.max_batch_bytes)
         compares = _compares(api, table, key, request)
         result = await db.atxn(compares, [Merge(table, key, patch, ttl_ms(ttl))])
@@ -226,7 +233,7 @@ def key_router(api: HttpApi) -> APIRouter:
         responses={204: {"description": "Deleted."}, **problem_responses(400, 404, 412)},
     )
     async def delete_key(request: Request, table: str, key: str) -> Response:
-        table, key = names(table, key)
+        table, key = names(request, table, key)
         compares = _compares(api, table, key, request, exists=True)
         result = await db.atxn(compares, [Delete(table, key)])
         if result.entries[0] is None:

@@ -15,9 +15,10 @@ passes through untouched and a client's disconnect still reaches it.
   ``errors="replace"``, so ``%fe%ff`` and ``%ff%fe`` would both name the key of two
   U+FFFD. The raw bytes are decoded strictly here first: invalid
   UTF-8 is ``400`` (as RESP refuses the same bytes), on every route.
-- **Shards**: on a node whose group owns only some slots (``--shard-map``),
-  the key, table, transaction and watch routes are ``421``: HTTP does not
-  route keys to their group yet, and must not serve another group's keys.
+- **Shards**: on a node whose group owns only some slots, a single-key
+  route is served here or redirected (``HttpApi.route``: 307 to the key's
+  group, 503 while its slot moves); table scans and listings, transactions
+  and watches span groups and are ``421``.
 - **Metrics**: ``amber_requests{frontend="http",command=<route>}`` and the
   latency histogram, timed to the response's first byte (an event stream is
   counted once, when it opens), and ``amber_requests_in_flight``.
@@ -43,8 +44,15 @@ from .ui import UI_PREFIX
 __all__ = ["FrontMiddleware", "undecodable"]
 
 _OPEN_PATHS = frozenset(("/health",))
-#: Routes that read or write keys: refused on a sharded node (no routing yet).
+#: Routes that read or write keys: on a sharded node only single-key routes
+#: are served (redirected to the key's group when needed, see ``HttpApi.route``).
 _KEYED_PATHS = ("/v1/tables", "/v1/txn", "/v1/watch")
+
+
+def _single_key(path: str) -> bool:
+    """``/v1/tables/{table}/keys/{key}``: one key, routed by its hash slot."""
+    parts = path.split("/", 5)
+    return len(parts) == 6 and parts[1:3] == ["v1", "tables"] and parts[4] == "keys"
 
 
 def _open(path: str) -> bool:
@@ -142,12 +150,17 @@ class FrontMiddleware:
             await response(scope, receive, send)
             self._observe(scope, time.perf_counter(), 401)
             return
-        if self.ctx.sharded and scope["path"].startswith(_KEYED_PATHS):
+        if (
+            self.ctx.sharded
+            and scope["path"].startswith(_KEYED_PATHS)
+            and not _single_key(scope["path"])
+        ):
             response = problem(
                 421,
                 "misdirected",
-                "this node's group owns only some hash slots and HTTP does not route keys "
-                "to their group yet: use a Redis Cluster client (RESP)",
+                "this node's group owns only some hash slots: scans, table listings and "
+                "transactions span groups and are not routed; use the single-key routes "
+                "(redirected to the key's group) or a Redis Cluster client (RESP)",
             )
             await response(scope, receive, send)
             self._observe(scope, time.perf_counter(), 421)

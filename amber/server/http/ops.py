@@ -41,7 +41,8 @@ def ops_router(api: HttpApi) -> APIRouter:
     @router.get(
         "/v1/cluster",
         name="cluster",
-        summary="Cluster status: members, leader, term, commit/applied index, lag, health",
+        summary="Cluster status: members, leader, term, commit/applied index, lag, health, "
+        "and (Redis Cluster mode) the slot map",
         response_model=None,
         responses={
             200: {"content": {"application/json": {"schema": {"type": "object"}}}},
@@ -52,6 +53,8 @@ def ops_router(api: HttpApi) -> APIRouter:
         status = ctx.db.cluster_status()
         if status is None:
             raise HTTPException(404, "this server is not in a cluster (start it with --node-id)")
+        if ctx.shards is not None:  # Redis Cluster mode: the slot map this group holds
+            return json_response({**status, "slots": ctx.shards.shard_state(dict(status)).to_doc()})
         return json_response(status)
 
     @router.get(

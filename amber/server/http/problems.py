@@ -151,6 +151,14 @@ def _summary(errors_: list[dict[str, Any]]) -> str:
     return "; ".join(parts) + more
 
 
+class Misrouted(Exception):
+    """This node does not serve a key's hash slot now; ``response`` says where to go."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__("misrouted")
+        self.response = response
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Route every error the app can raise to a problem+json response."""
 
@@ -181,6 +189,11 @@ def install_problem_handlers(app: FastAPI) -> None:
         log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
         return problem(500, "internal", "internal error; the server log has the details")
 
+    async def on_misrouted(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, Misrouted)
+        return exc.response
+
+    app.add_exception_handler(Misrouted, on_misrouted)
     app.add_exception_handler(errors.AmberError, on_amber_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(HTTPException, on_http_error)
