@@ -269,3 +269,23 @@ def test_plan_rebalance_moves_only_the_surplus() -> None:
         or sum(m.last - m.first + 1 for m in moves) == 5462
     )
     assert plan_rebalance(owners, ["g1", "g2", "g3"]) == []
+
+
+def test_exec_checks_its_keys_again_when_it_runs(cluster: LocalCluster) -> None:
+    """A MULTI queued while its slot was served, EXECed after the slot froze: refused,
+    nothing applied, the connection out of MULTI."""
+    node = cluster.nodes[0]
+    slot = min(state_of(node).owned())
+    key = next(k for k in (f"x{i}" for i in range(100_000)) if key_slot(k.encode()) == slot)
+    client = redis.Redis(host=node.host, port=node.resp_port, single_connection_client=True)
+    client.set(key, "old")
+    for queued in (("GET", key), ("SET", key, "new")):
+        assert client.execute_command("MULTI") == b"OK"
+        client.execute_command(*queued)  # QUEUED (redis-py turns SET's into False)
+        plain(node).execute_command("AMBER.SLOTS", "FREEZE", slot, slot)
+        try:
+            with pytest.raises(redis.exceptions.TryAgainError):
+                client.execute_command("EXEC")
+        finally:
+            plain(node).execute_command("AMBER.SLOTS", "CANCEL", slot, slot)
+        assert client.get(key) == b"old"

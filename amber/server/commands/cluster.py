@@ -169,6 +169,11 @@ class RedisClusterView:
             return f"TRYAGAIN slot {slot} is moving to another group; retry"
         return None
 
+    def not_served(self, command: Any, args: list[bytes]) -> str | None:
+        """``moved`` for a command's (first) key, if it has one."""
+        first = command.keys[0]
+        return self.moved(args[first]) if 0 < first < len(args) else None
+
     def owner(self, key: bytes) -> tuple[int, str, Member | None]:
         """Where ``key`` is served now: ``(slot, verdict, member)``.
 

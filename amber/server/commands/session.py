@@ -477,12 +477,8 @@ CROSSSLOT = ErrorReply("CROSSSLOT Keys in request don't hash to the same slot")
 
 def _not_served(view: Any, command: Command, args: list[bytes]) -> ErrorReply | None:
     """``MOVED``/``TRYAGAIN`` when this group does not serve the command's (first) key now."""
-    first = command.keys[0]
-    if 0 < first < len(args):
-        moved = view.moved(args[first])
-        if moved is not None:
-            return ErrorReply(moved)
-    return None
+    moved = view.not_served(command, args)
+    return None if moved is None else ErrorReply(moved)
 
 
 def _cross_slot(command: Command, args: list[bytes]) -> bool:

@@ -119,11 +119,25 @@ def exec_(session: Any, kv: Any, args: list[bytes]) -> Any:
 
         return Later(finish)
 
-    reply = run(kv)
+    view = session.state.redis_cluster
+    # A slot may have frozen or moved since queueing; with reads only there is
+    # nothing for the store's slot guard to refuse, so check after them too
+    # (still served then means served while they ran).
+    moved = None if view is None else _not_served(view, queue)
+    reply = run(kv) if moved is None else None
+    if moved is None and view is not None and not kv.ops:
+        moved = _not_served(view, queue)
     session.multi = None
     session.multi_failed = False
     session.watched.clear()
+    if moved is not None:
+        code, _, text = moved.partition(" ")
+        raise CommandError(text, code)
     return ExecPlan(reply, run, lambda: _watched_changed(db, watched))
+
+
+def _not_served(view: Any, queue: list[tuple[Any, list[bytes]]]) -> str | None:
+    return next((m for queued, a in queue if (m := view.not_served(queued, a)) is not None), None)
 
 
 # -- Amber's own ------------------------------------------------------------------------
