@@ -14,6 +14,7 @@ from typing import Any
 from ..backup import BackupPolicy
 from ..database import Database
 from .metrics import Metrics
+from .shard_watch import ShardWatches
 
 
 @dataclass
@@ -30,6 +31,8 @@ class ServerContext:
     #: Other Raft groups own some slots (``--shard-map``): the HTTP data routes
     #: and the KV text protocol, which do not route keys yet, are refused.
     sharded: bool = False
+    #: On a sharded node: opens watches merged over every group (else None).
+    shard_watches: ShardWatches | None = None
 
     @classmethod
     def for_database(cls, db: Database) -> ServerContext:

@@ -72,6 +72,7 @@ from .commands.cluster import RedisClusterView
 from .context import ServerContext
 from .resp import RespLimits, RespServer
 from .settings import ServeSettings, exposed_without_password
+from .shard_watch import ShardWatches
 from .tls import HANDSHAKE_TIMEOUT_S, server_context
 
 __all__ = ["KeyspaceNotifier", "run", "serve"]
@@ -369,6 +370,8 @@ async def serve(
             node_id=settings.node_id,
         )
         ctx.sharded = state.redis_cluster.sharded
+        if ctx.sharded:
+            ctx.shard_watches = ShardWatches(db, state.redis_cluster, lambda: state.password)
     snapshots_of(state)  # counts changes since the start for INFO persistence
     ctx.metrics.registry.register(state.stats.collector())
     jobs = Supervisor()

@@ -16,8 +16,9 @@ passes through untouched and a client's disconnect still reaches it.
   U+FFFD. The raw bytes are decoded strictly here first: invalid
   UTF-8 is ``400`` (as RESP refuses the same bytes), on every route.
 - **Shards**: on a node whose group owns only some slots (``--shard-map``),
-  the key, table, transaction and watch routes are ``421``: HTTP does not
-  route keys to their group yet, and must not serve another group's keys.
+  the key, table and transaction routes are ``421``: HTTP does not route
+  keys to their group yet, and must not serve another group's keys. The
+  watch route is served: it merges every group's changes.
 - **Metrics**: ``amber_requests{frontend="http",command=<route>}`` and the
   latency histogram, timed to the response's first byte (an event stream is
   counted once, when it opens), and ``amber_requests_in_flight``.
@@ -44,7 +45,8 @@ __all__ = ["FrontMiddleware", "undecodable"]
 
 _OPEN_PATHS = frozenset(("/health",))
 #: Routes that read or write keys: refused on a sharded node (no routing yet).
-_KEYED_PATHS = ("/v1/tables", "/v1/txn", "/v1/watch")
+#: (``/v1/watch`` is served there: it merges every group's stream.)
+_KEYED_PATHS = ("/v1/tables", "/v1/txn")
 
 
 def _open(path: str) -> bool:
