@@ -8,6 +8,7 @@ repeats nothing. RESP (AMBER.WATCH, a watch channel) and SSE through httpx.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
@@ -20,8 +21,19 @@ import httpx
 import pytest
 import redis
 
-from amber.cluster.slots import key_slot, split_slots
+import amber
+from amber.cluster.slots import Member, key_slot, split_slots
+from amber.errors import InvalidArgument
 from amber.replication.local import LocalCluster, LocalNode, free_base_port
+from amber.server.commands.watch_channels import parse_watch_channel
+from amber.server.shard_watch import (
+    QUEUE_BATCHES,
+    ShardLagged,
+    ShardWatches,
+    format_cursor,
+    parse_cursor,
+    parse_start,
+)
 
 PASSWORD = "shard-watch-secret"
 DEADLINE_S = 20.0
@@ -59,8 +71,19 @@ def keys_of(table: str, group: int, count: int) -> list[str]:
 
 
 def write(cluster: LocalCluster, table: str, group: int, key: str, value: Any) -> None:
+    """JSON.SET on the group's member, retried while a restarted member elects itself."""
     owner = cluster.groups()[group][0]
-    assert plain(owner).execute_command("JSON.SET", f"{table}:{key}", "$", json.dumps(value))
+    deadline = time.monotonic() + DEADLINE_S
+    while True:
+        try:
+            assert plain(owner).execute_command(
+                "JSON.SET", f"{table}:{key}", "$", json.dumps(value)
+            )
+            return
+        except (redis.ConnectionError, redis.ResponseError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 class RespWatch:
@@ -250,3 +273,63 @@ def test_sse_merges_groups_and_resumes_with_last_event_id(cluster: LocalCluster)
             assert sse_events(stream, 2) == events[2:]
         bad = http.get(url, params={"table": table, "from": "g1:x"})
         assert bad.status_code == 400
+
+
+# -- in-process: the cursor and the bounds ---------------------------------------------
+
+
+def test_cursor_text_forms() -> None:
+    assert parse_cursor("g2:99,g1:121") == {"g2": 99, "g1": 121}
+    assert format_cursor({"g2": 99, "g1": 121}) == "g1:121,g2:99"
+    assert parse_start("7") == 7 and parse_start("g1:3") == {"g1": 3}
+    for bad in ("g1:0", "g1:x", "1g:3", "g1:3,g1:4", "g1", ""):
+        with pytest.raises(InvalidArgument):
+            parse_start(bad) if ":" not in bad else parse_cursor(bad)
+    # A channel's start: a revision (table "7" here) or a cursor, then the spec.
+    assert parse_watch_channel(b"__amber_watch__@5:7:*") == (b"7:*", 5)
+    assert parse_watch_channel(b"__amber_watch__@g1:5,g2:6:t:123") == (b"t:123", {"g1": 5, "g2": 6})
+
+
+class _View:
+    """A shard view whose other group listens nowhere (its links keep retrying)."""
+
+    group = "g1"
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def status(self) -> dict[str, Any]:
+        return {}
+
+    def slot_map(self, status: dict[str, Any]) -> Any:
+        members = {"g1": (), "g2": (Member("n2", "127.0.0.1", self.port, "master"),)}
+        return type("Map", (), {"groups": members})()
+
+
+def test_a_slow_consumer_ends_with_the_cursor_to_resume(tmp_path: Path) -> None:
+    """The merged queue is bounded: unread, this node's watch overflows into lagged."""
+    db = amber.open(tmp_path / "db", config=amber.Config(watch_queue=5))
+
+    async def scenario() -> None:
+        shards = ShardWatches(db, _View(free_base_port(1)), lambda: None)
+        merged = shards.open("t", None, None, start={"g1": 1, "g2": 4}, prev_value=False)
+        try:
+            table = db.table("t")
+            for i in range(QUEUE_BATCHES + 20):
+                table.put(f"k{i}", {"i": i})
+                await asyncio.sleep(0.01)  # the local pump moves what fits in the queue
+            got = []
+            with pytest.raises(ShardLagged) as lagged:
+                for _ in range(QUEUE_BATCHES + 20):
+                    batch = await merged.next(timeout=5)
+                    assert batch is not None
+                    got.append(batch)
+            assert len(got) >= QUEUE_BATCHES
+            assert lagged.value.cursor == got[-1].after == f"g1:{got[-1].revision + 1},g2:4"
+        finally:
+            merged.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        db.close()
