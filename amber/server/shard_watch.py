@@ -298,6 +298,10 @@ class MergedWatch:
                     return
                 except (OSError, TimeoutError, EOFError, _LinkFailed, hiredis.ProtocolError) as exc:
                     log.info("watch link to %s (%s) broke: %s", group, member.node_id, exc)
+                except Exception:  # a reply of an unexpected shape: another member may do
+                    log.warning(
+                        "watch link to %s (%s) failed", group, member.node_id, exc_info=True
+                    )
                 if loop.time() - began > BACKOFF_MAX_S:  # it served a while: retry promptly
                     backoff = BACKOFF_FIRST_S
             await asyncio.sleep(backoff)

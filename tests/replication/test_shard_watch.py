@@ -1,8 +1,9 @@
-"""Watches across shards (#14): 2 Raft groups x 1 real process each, with a password.
+"""Watches across shards (#14): 2 Raft groups x 3 real processes, with a password.
 
 A watch on one node delivers both groups' changes merged, each event naming
 its group and the shard cursor that resumes after it; a resume from a cursor
-gives exactly the rest; an upstream member killed and restarted loses and
+gives exactly the rest; an upstream member killed (the link moves to the
+next member of its group while writes go on) and restarted loses and
 repeats nothing. RESP (AMBER.WATCH, a watch channel) and SSE through httpx.
 """
 
@@ -46,8 +47,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     secret.write_text(PASSWORD + "\n")
     c = LocalCluster(
         root / "cluster",
-        2,
-        base_port=free_base_port(3),
+        6,
+        base_port=free_base_port(7),
         redis_cluster=True,
         shards=2,
         extra_args=["--requirepass-file", str(secret)],
@@ -71,12 +72,13 @@ def keys_of(table: str, group: int, count: int) -> list[str]:
 
 
 def write(cluster: LocalCluster, table: str, group: int, key: str, value: Any) -> None:
-    """JSON.SET on the group's member, retried while a restarted member elects itself."""
-    owner = cluster.groups()[group][0]
+    """JSON.SET on a running member of the group (a follower forwards it), retried
+    while the group elects a leader."""
     deadline = time.monotonic() + DEADLINE_S
     while True:
+        member = next(n for n in cluster.groups()[group] if n.running)
         try:
-            assert plain(owner).execute_command(
+            assert plain(member).execute_command(
                 "JSON.SET", f"{table}:{key}", "$", json.dumps(value)
             )
             return
@@ -176,28 +178,33 @@ def test_resp_watch_merges_groups_and_resumes_from_a_cursor(cluster: LocalCluste
     assert per_shard(rest) == per_shard(events[cut:])
 
 
-def test_upstream_restart_loses_and_repeats_nothing(cluster: LocalCluster) -> None:
+def test_upstream_member_killed_and_restarted_loses_and_repeats_nothing(
+    cluster: LocalCluster,
+) -> None:
     table = "restart"
     local, upstream = cluster.nodes[0], cluster.groups()[1][0]
     watcher = RespWatch(local, f"{table}:*", "FROM", 1)
+    keys = keys_of(table, 1, 15)
+    mine = keys_of(table, 0, 2)
     try:
-        before = keys_of(table, 1, 6)
-        for i, key in enumerate(before):
+        for i, key in enumerate(keys[:5]):
             write(cluster, table, 1, key, {"i": i})
-        seen = watcher.take(2)  # the link is up and streaming
+        seen = watcher.take(2)  # the link (to the group's first member) streams
         cluster.kill(upstream)
-        mine = keys_of(table, 0, 2)
-        write(cluster, table, 0, mine[0], {"i": 0})  # this group goes on meanwhile
+        # The group goes on without it; the link moves to the next member.
+        for i, key in enumerate(keys[5:10], 5):
+            write(cluster, table, 1, key, {"i": i})
+        write(cluster, table, 0, mine[0], {"i": 0})
+        seen += watcher.take(5 + 5 + 1 - 2)
         cluster.start(upstream)
-        after = keys_of(table, 1, 10)[6:]
-        for i, key in enumerate(after):
-            write(cluster, table, 1, key, {"i": 6 + i})
+        for i, key in enumerate(keys[10:], 10):
+            write(cluster, table, 1, key, {"i": i})
         write(cluster, table, 0, mine[1], {"i": 1})
-        seen += watcher.take(6 + 4 + 2 - 2)
+        seen += watcher.take(5 + 1)
     finally:
         watcher.close()
     shards = per_shard(seen)
-    assert [key for _, key, _ in shards["g2"]] == [f"{table}:{k}" for k in before + after]
+    assert [key for _, key, _ in shards["g2"]] == [f"{table}:{k}" for k in keys]
     revisions = [rev for rev, _, _ in shards["g2"]]
     assert revisions == sorted(set(revisions))
     assert [key for _, key, _ in shards["g1"]] == [f"{table}:{k}" for k in mine]
