@@ -14,6 +14,7 @@ from typing import Any
 from ..backup import BackupPolicy
 from ..database import Database
 from .metrics import Metrics
+from .shard_watch import ShardWatches
 
 
 @dataclass
@@ -29,11 +30,17 @@ class ServerContext:
     health_sources: dict[str, Any] = field(default_factory=dict)
     #: ``--cluster-mode redis``: the Redis Cluster view (slot map), else None.
     shards: Any = None
+    #: In Redis Cluster mode: opens watches merged over every group (see ``merged_watches``).
+    shard_watches: ShardWatches | None = None
 
     @property
     def sharded(self) -> bool:
         """Whether other Raft groups own some slots now (the map can change online)."""
         return self.shards is not None and bool(self.shards.sharded)
+
+    def merged_watches(self) -> ShardWatches | None:
+        """Where watches open while other groups own slots (merged streams), else None."""
+        return self.shard_watches if self.sharded else None
 
     @classmethod
     def for_database(cls, db: Database) -> ServerContext:

@@ -72,6 +72,7 @@ from .commands.cluster import RedisClusterView
 from .context import ServerContext
 from .resp import RespLimits, RespServer
 from .settings import ServeSettings, exposed_without_password
+from .shard_watch import ShardWatches
 from .tls import HANDSHAKE_TIMEOUT_S, server_context
 
 __all__ = ["KeyspaceNotifier", "run", "serve"]
@@ -370,6 +371,7 @@ async def serve(
             http=f"{settings.bind}:{settings.http_port}" if settings.http_port > 0 else "",
         )
         ctx.shards = state.redis_cluster
+        ctx.shard_watches = ShardWatches(db, state.redis_cluster, lambda: state.password)
     snapshots_of(state)  # counts changes since the start for INFO persistence
     ctx.metrics.registry.register(state.stats.collector())
     jobs = Supervisor()

@@ -18,6 +18,12 @@
   diff(, prev)]`` messages (values and the RFC 7396 diff as JSON text) that
   can start from an old revision and resume after a disconnect. RESP3 gets
   push messages; in RESP2 the connection enters subscribed mode.
+  On a sharded node it covers every group (:mod:`amber.server.shard_watch`):
+  each message ends with two more fields, the event's group and the cursor
+  that resumes just after it (``g1:121,g2:99``), which ``FROM`` accepts.
+  ``LOCAL`` (what such a node asks the other groups for) keeps to this node's
+  group: the confirmation ends with the first revision the watch covers and
+  each message with ``1`` on the last event of its revision, else ``0``.
 """
 
 from __future__ import annotations
@@ -28,12 +34,13 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ...errors import AmberError
-from ...watch import Event
+from ...watch import Event, EventBatch
+from ..shard_watch import MergedWatch, ShardBatch, Start, parse_cursor
 from .keys import DEFAULT_TABLE, compile_glob, join_key, split_key
 from .registry import REGISTRY, CommandError, syntax_error
 from .replies import Push, Replies
 from .values import dump_json
-from .watch_channels import drain_watch, is_watch_channel, open_watch
+from .watch_channels import drain_batches, is_watch_channel, open_watch
 from .watch_channels import start as start_channel_watch
 from .watch_channels import stop as stop_channel_watch
 
@@ -295,23 +302,40 @@ def _json_or_none(value: Any) -> bytes | None:
     return None if value is None else dump_json(value).encode()
 
 
-async def _pump(session: Session, spec: bytes, watch: Any, prev: bool) -> None:
-    def deliver(event: Event) -> None:
-        message = [
-            b"amber.watch",
-            spec,
-            event.revision,
-            join_key(event.table, event.key).encode(),
-            event.type.encode(),
-            _json_or_none(event.value),
-            dump_json(event.diff).encode(),
-        ]
-        if prev:
-            message.append(_json_or_none(event.prev_value))
-        session.push(Push(message))
+def _message(spec: bytes, event: Event, prev: bool) -> list[Any]:
+    message = [
+        b"amber.watch",
+        spec,
+        event.revision,
+        join_key(event.table, event.key).encode(),
+        event.type.encode(),
+        _json_or_none(event.value),
+        dump_json(event.diff).encode(),
+    ]
+    if prev:
+        message.append(_json_or_none(event.prev_value))
+    return message
+
+
+async def _pump(session: Session, spec: bytes, watch: Any, prev: bool, local: bool) -> None:
+    def deliver(batch: EventBatch) -> None:
+        last = len(batch.events) - 1
+        for index, event in enumerate(batch.events):
+            message = _message(spec, event, prev)
+            if local:
+                message.append(int(index == last))
+            session.push(Push(message))
+
+    def deliver_merged(batch: ShardBatch) -> None:
+        shard = batch.group.encode()
+        for event, cursor in batch.each():
+            session.push(Push([*_message(spec, event, prev), shard, cursor.encode()]))
 
     try:
-        await drain_watch(session, watch, deliver)
+        if isinstance(watch, MergedWatch):
+            await drain_batches(session, watch.batches(), deliver_merged)
+        else:
+            await drain_batches(session, watch.batches(), deliver)
     except asyncio.CancelledError:
         raise
     except AmberError as exc:
@@ -329,35 +353,53 @@ async def _pump(session: Session, spec: bytes, watch: Any, prev: bool) -> None:
 
 @command("AMBER.WATCH", -2, "pubsub", group="amber")
 def amber_watch(session: Any, kv: Any, args: list[bytes]) -> Any:
-    """Stream changes with revisions and diffs: ``AMBER.WATCH spec [FROM rev] [PREV]``."""
+    """Stream changes with revisions and diffs: ``AMBER.WATCH spec [FROM rev|cursor] [PREV]``."""
     spec = args[1]
-    start: int | None = None
-    prev = False
+    start: Start = None
+    prev = local = False
     i = 2
     while i < len(args):
         option = args[i].upper()
         if option == b"FROM" and i + 1 < len(args):
             try:
-                start = int(args[i + 1])
+                if b":" in args[i + 1]:
+                    start = parse_cursor(args[i + 1].decode("utf-8", "replace"))
+                else:
+                    start = int(args[i + 1])
             except ValueError:
                 raise CommandError("FROM takes a revision number") from None
+            except AmberError as exc:
+                raise CommandError(str(exc)) from None
             i += 2
         elif option == b"PREV":
             prev = True
+            i += 1
+        elif option == b"LOCAL":
+            local = True
             i += 1
         else:
             raise syntax_error()
     if spec in session.watches:
         raise CommandError(f"already watching {spec.decode('utf-8', 'replace')}")
     table, key, prefix = watch_target(spec)
-    db = session.state.db
-    if table is None:
-        watch = db.watch(start_revision=start, prev_value=prev)
+    shards = session.state.ctx.merged_watches()
+    watch: Any
+    if shards is not None and not local:
+        watch = shards.open(table, key, prefix, start=start, prev_value=prev)
+    elif isinstance(start, dict):
+        raise CommandError("a shard cursor needs a sharded node (--shard-map)")
+    elif table is None:
+        watch = session.state.db.watch(start_revision=start, prev_value=prev)
     else:
-        watch = db.table(table).watch(key, prefix=prefix, start_revision=start, prev_value=prev)
-    task = asyncio.get_running_loop().create_task(_pump(session, spec, watch, prev))
+        watch = session.state.db.table(table).watch(
+            key, prefix=prefix, start_revision=start, prev_value=prev
+        )
+    task = asyncio.get_running_loop().create_task(_pump(session, spec, watch, prev, local))
     session.watches[spec] = task
-    return Replies([Push([b"amber.watch", spec, session.subscriptions])])
+    confirm = [b"amber.watch", spec, session.subscriptions]
+    if local:
+        confirm.append(watch.revision + 1)
+    return Replies([Push(confirm)])
 
 
 def _unwatch(session: Any, spec: bytes) -> None:

@@ -6,6 +6,10 @@ family, so the watch is also offered as channels, under one reserved name:
 - ``__amber_watch__:<spec>`` — changes committed from now on;
 - ``__amber_watch__@<revision>:<spec>`` — from ``revision`` on (to resume,
   one past the last revision received).
+- On a sharded node the watch covers every group (:mod:`amber.server.shard_watch`):
+  each payload also has ``"shard"`` (its group) and ``"cursor"`` (resumes just
+  after it), and ``__amber_watch__@<cursor>:<spec>`` (``@g1:121,g2:99:users:*``)
+  resumes from a cursor.
 
 ``<spec>`` is AMBER.WATCH's: ``*`` (everything), ``table:*``,
 ``table:prefix*`` or ``table:key`` (without ``table:``, the ``default``
@@ -25,11 +29,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+import re
+from collections.abc import AsyncIterable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ...errors import AmberError, Closed, Compacted, Lagged
 from ...watch import Event
+from ..shard_watch import GROUP_NAME, MergedWatch, ShardBatch, ShardLagged, Start, parse_cursor
 from .keys import join_key
 from .registry import CommandError
 from .replies import Push
@@ -43,25 +49,34 @@ log = logging.getLogger(__name__)
 WATCH_CHANNEL = b"__amber_watch__"
 #: How often a pump looks again at a client whose output is backed up.
 BACKLOG_POLL_S = 0.01
+#: After ``@``: a revision or a shard cursor, then ``:`` and the spec.
+_CHANNEL_START = re.compile(
+    rf"([0-9]+|(?:{GROUP_NAME}:[0-9]+,)*{GROUP_NAME}:[0-9]+):(.*)".encode(), re.DOTALL
+)
+B = TypeVar("B")
 
 
 def is_watch_channel(name: bytes) -> bool:
     return name.startswith((WATCH_CHANNEL + b":", WATCH_CHANNEL + b"@"))
 
 
-def parse_watch_channel(name: bytes) -> tuple[bytes, int | None]:
-    """``(spec, start revision or None)`` of a watch channel's name."""
+def parse_watch_channel(name: bytes) -> tuple[bytes, Start]:
+    """``(spec, start)`` of a watch channel's name: a revision, a shard cursor or None."""
     rest = name[len(WATCH_CHANNEL) :]
-    start: int | None = None
+    start: Start = None
     if rest.startswith(b"@"):
-        revision, sep, rest = rest[1:].partition(b":")
-        if not sep or not revision.isdigit() or int(revision) < 1:
+        match = _CHANNEL_START.fullmatch(rest[1:])
+        if match is None or match[1] == b"0" * len(match[1]):
             raise CommandError(
                 "a watch channel from a revision is __amber_watch__@<revision>:<spec>, "
-                "revision >= 1"
+                "revision >= 1 (or a shard cursor group:revision,… instead of the revision)"
             )
-        start = int(revision)
-        spec = rest
+        text = match[1].decode()
+        try:
+            start = int(text) if text.isdigit() else parse_cursor(text)
+        except AmberError as exc:
+            raise CommandError(str(exc)) from None
+        spec = match[2]
     else:
         spec = rest[1:]
     body = spec[:-1] if spec.endswith(b"*") else spec
@@ -73,35 +88,49 @@ def parse_watch_channel(name: bytes) -> tuple[bytes, int | None]:
     return spec, start
 
 
-async def drain_watch(session: Session, watch: Any, deliver: Callable[[Event], None]) -> None:
-    """Hand each event of ``watch`` to ``deliver`` until the watch ends (raises its end).
+async def drain_batches(
+    session: Session, batches: AsyncIterable[B], deliver: Callable[[B], None]
+) -> None:
+    """Hand each batch to ``deliver`` until the stream ends (raises its end).
 
     While the client does not read (its output is backed up) no more is
     taken, so a slow client makes the watch's bounded queue overflow into
     ``Lagged`` — a message it sees — rather than server memory grow.
     """
-    async for batch in watch.batches():
-        for event in batch.events:
-            deliver(event)
+    async for batch in batches:
+        deliver(batch)
         while session.backlogged():
             await asyncio.sleep(BACKLOG_POLL_S)
 
 
-def _payload(event: Event) -> bytes:
-    return dump_json(
-        {
-            "revision": event.revision,
-            "table": event.table,
-            "key": event.key,
-            "type": event.type,
-            "value": event.value,
-            "diff": event.diff,
-        }
-    ).encode()
+async def drain_watch(session: Session, watch: Any, deliver: Callable[[Event], None]) -> None:
+    """Hand each event of ``watch`` to ``deliver`` (see :func:`drain_batches`)."""
+
+    def each(batch: Any) -> None:
+        for event in batch.events:
+            deliver(event)
+
+    await drain_batches(session, watch.batches(), each)
+
+
+def _payload(event: Event, shard: str | None = None, cursor: str | None = None) -> bytes:
+    body = {
+        "revision": event.revision,
+        "table": event.table,
+        "key": event.key,
+        "type": event.type,
+        "value": event.value,
+        "diff": event.diff,
+    }
+    if shard is not None:
+        body.update(shard=shard, cursor=cursor)
+    return dump_json(body).encode()
 
 
 def _resume(spec: bytes, exc: AmberError) -> str | None:
     """The channel name that goes on where a watch that ended with ``exc`` stopped."""
+    if isinstance(exc, ShardLagged):
+        return f"__amber_watch__@{exc.cursor}:{spec.decode('utf-8', 'replace')}"
     if isinstance(exc, Lagged):
         start = exc.last_revision + 1
     elif isinstance(exc, Compacted):
@@ -125,16 +154,23 @@ def _error_payload(spec: bytes, exc: BaseException) -> bytes:
 
 
 async def _pump(session: Session, name: bytes, pattern: bool, spec: bytes, watch: Any) -> None:
-    def deliver(event: Event) -> None:
+    def send(event: Event, payload: bytes) -> None:
         if pattern:
             channel = WATCH_CHANNEL + b":" + join_key(event.table, event.key).encode()
-            session.push(Push([b"pmessage", name, channel, _payload(event)]))
+            session.push(Push([b"pmessage", name, channel, payload]))
         else:
-            session.push(Push([b"message", name, _payload(event)]))
+            session.push(Push([b"message", name, payload]))
+
+    def deliver_merged(batch: ShardBatch) -> None:
+        for event, cursor in batch.each():
+            send(event, _payload(event, batch.group, cursor))
 
     ended: BaseException
     try:
-        await drain_watch(session, watch, deliver)
+        if isinstance(watch, MergedWatch):
+            await drain_batches(session, watch.batches(), deliver_merged)
+        else:
+            await drain_watch(session, watch, lambda event: send(event, _payload(event)))
         ended = Closed("the watch was closed")
     except asyncio.CancelledError:
         raise
@@ -165,7 +201,12 @@ def open_watch(session: Session, name: bytes) -> Any:
     spec, start = parse_watch_channel(name)
     table, key, prefix = watch_target(spec)
     db = session.state.db
+    shards = session.state.ctx.merged_watches()
     try:
+        if shards is not None:
+            return shards.open(table, key, prefix, start=start, prev_value=False)
+        if isinstance(start, dict):
+            raise CommandError("a shard cursor needs a sharded node (--shard-map)")
         if table is None:
             return db.watch(start_revision=start, prev_value=False)
         return db.table(table).watch(key, prefix=prefix, start_revision=start, prev_value=False)

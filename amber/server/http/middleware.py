@@ -17,8 +17,9 @@ passes through untouched and a client's disconnect still reaches it.
   UTF-8 is ``400`` (as RESP refuses the same bytes), on every route.
 - **Shards**: on a node whose group owns only some slots, a single-key
   route is served here or redirected (``HttpApi.route``: 307 to the key's
-  group, 503 while its slot moves); table scans and listings, transactions
-  and watches span groups and are ``421``.
+  group, 503 while its slot moves); the watch route merges every group's
+  changes; table scans and listings and transactions span groups and are
+  ``421``.
 - **Metrics**: ``amber_requests{frontend="http",command=<route>}`` and the
   latency histogram, timed to the response's first byte (an event stream is
   counted once, when it opens), and ``amber_requests_in_flight``.
@@ -46,7 +47,8 @@ __all__ = ["FrontMiddleware", "undecodable"]
 _OPEN_PATHS = frozenset(("/health",))
 #: Routes that read or write keys: on a sharded node only single-key routes
 #: are served (redirected to the key's group when needed, see ``HttpApi.route``).
-_KEYED_PATHS = ("/v1/tables", "/v1/txn", "/v1/watch")
+#: (``/v1/watch`` is served there: it merges every group's stream.)
+_KEYED_PATHS = ("/v1/tables", "/v1/txn")
 
 
 def _single_key(path: str) -> bool:
