@@ -207,6 +207,7 @@ class Mover:
                     changed = True
             for first, last in _runs(sorted(state.importing)):
                 self._call(group, "CANCEL", first, last)
+                self._call(group, "EVICT", first, last)  # the partial copy
                 self.progress(f"repaired: slots {first}-{last} no longer importing in {group}")
                 changed = True
         return self.states() if changed else states

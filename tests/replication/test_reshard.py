@@ -178,7 +178,7 @@ def test_a_moved_slot_redirects_and_bad_moves_are_refused(cluster: LocalCluster)
         ("IMPORTING", 0, 10),  # g1 owns them
         ("FREEZE", SLOTS - 1, SLOTS - 1),  # g2 owns it
         ("ASSIGN", 0, 1, "nope", "EPOCH", 10**6),
-        ("MAP", json.dumps(state_of(g1).to_doc())),  # not newer
+        ("MAP", json.dumps({**state_of(g1).to_doc(), "epoch": before})),  # older
         ("EXPORT", 0, 10),  # not frozen
         ("FREEZE", 5, 1),
         ("BOGUS",),
@@ -289,3 +289,49 @@ def test_exec_checks_its_keys_again_when_it_runs(cluster: LocalCluster) -> None:
         finally:
             plain(node).execute_command("AMBER.SLOTS", "CANCEL", slot, slot)
         assert client.get(key) == b"old"
+
+
+def test_a_transaction_spans_one_slot(cluster: LocalCluster) -> None:
+    """As in Redis Cluster, EXEC of commands whose keys hash to different slots fails
+    with CROSSSLOT and applies nothing (one slot is what one group commits atomically)."""
+    node = cluster.nodes[0]
+    a, b = sorted(state_of(node).owned())[:2]
+    ka = next(k for k in (f"t{i}" for i in range(100_000)) if key_slot(k.encode()) == a)
+    kb = next(k for k in (f"t{i}" for i in range(100_000)) if key_slot(k.encode()) == b)
+    client = redis.Redis(host=node.host, port=node.resp_port, single_connection_client=True)
+    client.delete(ka)
+    client.delete(kb)
+    assert client.execute_command("MULTI") == b"OK"
+    client.execute_command("SET", ka, "1")
+    client.execute_command("SET", kb, "1")
+    with pytest.raises(redis.exceptions.ClusterCrossSlotError):
+        client.execute_command("EXEC")
+    assert client.exists(ka) == 0 and client.exists(kb) == 0
+    assert client.execute_command("MULTI") == b"OK"  # out of MULTI: a new one starts
+    client.execute_command("DISCARD")
+
+
+def test_repair_cancels_a_move_nobody_finished_and_drops_its_partial_copy(
+    cluster: LocalCluster,
+) -> None:
+    g1, g2 = cluster.nodes[0], cluster.nodes[1]
+    owned = sorted(state_of(g1).owned())
+    first, last = owned[300], owned[310]
+    key = next(
+        k for k in (f"p{i}" for i in range(100_000)) if first <= key_slot(k.encode()) <= last
+    )
+    app(cluster).set(key, "kept")
+    plain(g2).execute_command("AMBER.SLOTS", "IMPORTING", first, last)
+    plain(g1).execute_command("AMBER.SLOTS", "FREEZE", first, last)
+    page = plain(g1).execute_command("AMBER.SLOTS", "EXPORT", first, last)
+    assert page[0] == b"" and len(page) == 2
+    assert plain(g2).execute_command("AMBER.SLOTS", "LOAD", page[1]) == 1
+    assert key.encode() in plain(g2).keys("*")  # the partial copy, not served
+    mover = Mover(seed(cluster))
+    mover.repair(mover.states())  # what any later mover run does first
+    mover.close()
+    assert plain(g1).get(key) == b"kept"  # served by its owner again
+    assert key.encode() not in plain(g2).keys("*")
+    for node in cluster.nodes:
+        st = state_of(node)
+        assert not st.frozen and not st.importing

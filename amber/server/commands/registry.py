@@ -140,6 +140,14 @@ class Command:
         first, last, _step = self.keys
         object.__setattr__(self, "multi_key", first > 0 and last != first)
 
+    def key_args(self, args: list[bytes]) -> list[bytes]:
+        """The keys of one call of this command, by its ``(first, last, step)`` key spec."""
+        first, last, step = self.keys
+        if first <= 0:
+            return []
+        end = len(args) + last if last < 0 else last
+        return args[first : end + 1 : step]
+
     def arity_ok(self, count: int) -> bool:
         arity = self.arity
         return count == arity if arity >= 0 else count >= -arity

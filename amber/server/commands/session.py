@@ -483,9 +483,7 @@ def _not_served(view: Any, command: Command, args: list[bytes]) -> ErrorReply | 
 
 def _cross_slot(command: Command, args: list[bytes]) -> bool:
     """Whether the keys of this call hash to more than one slot (Redis Cluster refuses it)."""
-    first, last, step = command.keys
-    end = len(args) + last if last < 0 else last
-    keys = args[first : end + 1 : step]
+    keys = command.key_args(args)
     if len(keys) < 2:
         return False
     slot = key_slot(keys[0])

@@ -202,6 +202,8 @@ async def _map(view: RedisClusterView, db: Any, args: list[bytes]) -> Any:
     except (ValueError, KeyError, TypeError) as exc:
         raise CommandError(f"AMBER.SLOTS MAP: not a shard map: {exc}") from None
     if incoming.epoch <= state.map.epoch:
+        if incoming.epoch == state.map.epoch and incoming.ranges == state.map.ranges:
+            return OK  # already adopted (a mover re-sending after a lost reply)
         raise CommandError(
             f"AMBER.SLOTS MAP: epoch {incoming.epoch} is not newer than {state.map.epoch}"
         )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...cluster.slots import key_slot
 from ...database import Compare, Database
 from .keys import join_key, split_key
 from .registry import REGISTRY, CommandError, Entries, Later
@@ -137,6 +138,16 @@ def exec_(session: Any, kv: Any, args: list[bytes]) -> Any:
 
 
 def _not_served(view: Any, queue: list[tuple[Any, list[bytes]]]) -> str | None:
+    """Why this node cannot run the queued block now, as an error reply text, or None.
+
+    Its keys must share one slot, as Redis Cluster requires of a
+    transaction (one slot is what one group commits atomically, and what
+    the store's slot guard refuses or takes as a whole), and that slot
+    must be served here.
+    """
+    slots = {key_slot(key) for queued, a in queue for key in queued.key_args(a)}
+    if len(slots) > 1:
+        return "CROSSSLOT Keys in request don't hash to the same slot"
     return next((m for queued, a in queue if (m := view.not_served(queued, a)) is not None), None)
 
 
