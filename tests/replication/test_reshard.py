@@ -61,6 +61,13 @@ def seed(cluster: LocalCluster) -> str:
     return f"{cluster.nodes[0].host}:{cluster.nodes[0].resp_port}"
 
 
+def key_in(first: int, last: int, prefix: str = "k") -> str:
+    """A key whose slot is in ``first``-``last``."""
+    return next(
+        k for k in (f"{prefix}{i}" for i in range(200_000)) if first <= key_slot(k.encode()) <= last
+    )
+
+
 def amber_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "amber.cli", *args],
@@ -157,7 +164,7 @@ def test_reshard_under_load_loses_no_acknowledged_write_and_never_reads_back(
 
 def test_a_moved_slot_redirects_and_bad_moves_are_refused(cluster: LocalCluster) -> None:
     g1, g2 = cluster.nodes
-    key = next(k for k in (f"m{i}" for i in range(10_000)) if key_slot(k.encode()) < 100)
+    key = key_in(0, 99, "m")
     slot = key_slot(key.encode())
     app(cluster).set(key, "v")
     before = state_of(g1).map.epoch
@@ -195,9 +202,7 @@ def test_an_interrupted_move_is_finished_by_running_the_mover_again(
     g1, g2 = cluster.nodes
     owned = sorted(state_of(g1).owned())
     first, last = owned[200], owned[263]
-    key = next(
-        k for k in (f"i{i}" for i in range(100_000)) if first <= key_slot(k.encode()) <= last
-    )
+    key = key_in(first, last, "i")
     app(cluster).set(key, "before")
     # a mover that died after freezing: the slots are served by nobody
     plain(g2).execute_command("AMBER.SLOTS", "IMPORTING", first, last)
@@ -276,7 +281,7 @@ def test_exec_checks_its_keys_again_when_it_runs(cluster: LocalCluster) -> None:
     nothing applied, the connection out of MULTI."""
     node = cluster.nodes[0]
     slot = min(state_of(node).owned())
-    key = next(k for k in (f"x{i}" for i in range(100_000)) if key_slot(k.encode()) == slot)
+    key = key_in(slot, slot, "x")
     client = redis.Redis(host=node.host, port=node.resp_port, single_connection_client=True)
     client.set(key, "old")
     for queued in (("GET", key), ("SET", key, "new")):
@@ -296,8 +301,7 @@ def test_a_transaction_spans_one_slot(cluster: LocalCluster) -> None:
     with CROSSSLOT and applies nothing (one slot is what one group commits atomically)."""
     node = cluster.nodes[0]
     a, b = sorted(state_of(node).owned())[:2]
-    ka = next(k for k in (f"t{i}" for i in range(100_000)) if key_slot(k.encode()) == a)
-    kb = next(k for k in (f"t{i}" for i in range(100_000)) if key_slot(k.encode()) == b)
+    ka, kb = key_in(a, a, "t"), key_in(b, b, "t")
     client = redis.Redis(host=node.host, port=node.resp_port, single_connection_client=True)
     client.delete(ka)
     client.delete(kb)
@@ -317,9 +321,7 @@ def test_repair_cancels_a_move_nobody_finished_and_drops_its_partial_copy(
     g1, g2 = cluster.nodes[0], cluster.nodes[1]
     owned = sorted(state_of(g1).owned())
     first, last = owned[300], owned[310]
-    key = next(
-        k for k in (f"p{i}" for i in range(100_000)) if first <= key_slot(k.encode()) <= last
-    )
+    key = key_in(first, last, "p")
     app(cluster).set(key, "kept")
     plain(g2).execute_command("AMBER.SLOTS", "IMPORTING", first, last)
     plain(g1).execute_command("AMBER.SLOTS", "FREEZE", first, last)
