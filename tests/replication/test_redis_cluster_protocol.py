@@ -13,25 +13,18 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from cluster_support import plain, running_cluster
 from redis.cluster import RedisCluster
 
 from amber.cluster.slots import redis_node_id
-from amber.replication.local import LocalCluster, LocalNode, free_base_port
+from amber.replication.local import LocalCluster, LocalNode
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     root = tmp_path_factory.mktemp("redis-cluster")
-    c = LocalCluster(root / "cluster", 3, base_port=free_base_port(4), redis_cluster=True)
-    c.start_all()
-    try:
+    with running_cluster(root / "cluster", 3) as c:
         yield c
-    finally:
-        c.stop_all()
-
-
-def plain(node: LocalNode) -> redis.Redis:
-    return redis.Redis(host=node.host, port=node.resp_port, socket_timeout=15)
 
 
 def leader_of(cluster: LocalCluster, timeout: float = 20.0) -> LocalNode:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import redis
+from cluster_support import plain, wait_ok
 from redis.cluster import RedisCluster
 
 from amber.cluster.reshard import Mover, plan_rebalance
@@ -35,17 +36,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         yield c
     finally:
         c.stop_all()
-
-
-def plain(node: LocalNode) -> redis.Redis:
-    return redis.Redis(host=node.host, port=node.resp_port, socket_timeout=15)
-
-
-def wait_ok(node: LocalNode, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while plain(node).cluster("INFO")["cluster_state"] != "ok":
-        assert time.monotonic() < deadline, f"{node.node_id} never said cluster_state:ok"
-        time.sleep(0.1)
 
 
 def state_of(node: LocalNode) -> ShardState:

@@ -21,6 +21,7 @@ import hiredis
 import httpx
 import pytest
 import redis
+from cluster_support import plain
 
 import amber
 from amber.cluster.slots import Member, key_slot, split_slots
@@ -60,10 +61,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         c.stop_all()
 
 
-def plain(node: LocalNode) -> redis.Redis:
-    return redis.Redis(host=node.host, port=node.resp_port, password=PASSWORD, socket_timeout=15)
-
-
 def keys_of(table: str, group: int, count: int) -> list[str]:
     """``count`` keys of ``table`` whose slots group ``group`` (0 or 1) owns."""
     first, last = split_slots(2)[group]
@@ -78,7 +75,7 @@ def write(cluster: LocalCluster, table: str, group: int, key: str, value: Any) -
     while True:
         member = next(n for n in cluster.groups()[group] if n.running)
         try:
-            assert plain(member).execute_command(
+            assert plain(member, password=PASSWORD).execute_command(
                 "JSON.SET", f"{table}:{key}", "$", json.dumps(value)
             )
             return
@@ -212,7 +209,7 @@ def test_upstream_member_killed_and_restarted_loses_and_repeats_nothing(
 
 def test_watch_channel_carries_shard_and_cursor(cluster: LocalCluster) -> None:
     table = "channel"
-    client = plain(cluster.nodes[1])
+    client = plain(cluster.nodes[1], password=PASSWORD)
     pubsub = client.pubsub()
     try:
         pubsub.subscribe(f"__amber_watch__@1:{table}:*")

@@ -15,26 +15,19 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import redis
+from cluster_support import plain, running_cluster
 from redis.cluster import RedisCluster
 from redis.exceptions import MovedError
 
 from amber.cluster.slots import key_slot, split_slots
-from amber.replication.local import LocalCluster, LocalNode, free_base_port
+from amber.replication.local import LocalCluster
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     root = tmp_path_factory.mktemp("shards")
-    c = LocalCluster(root / "cluster", 6, base_port=free_base_port(7), redis_cluster=True, shards=2)
-    c.start_all()
-    try:
+    with running_cluster(root / "cluster", 6, shards=2) as c:
         yield c
-    finally:
-        c.stop_all()
-
-
-def plain(node: LocalNode) -> redis.Redis:
-    return redis.Redis(host=node.host, port=node.resp_port, socket_timeout=15)
 
 
 def test_views_show_both_groups(cluster: LocalCluster) -> None:
