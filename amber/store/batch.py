@@ -136,7 +136,40 @@ class Evict:
     key: str
 
 
-Op: TypeAlias = Put | Merge | Update | Delete | Expire | DropTable | SetMeta | Evict
+@dataclass(frozen=True, slots=True)
+class Lww:
+    """A write to an eventually consistent table, stamped by its origin's clock.
+
+    Joined into the key's last-writer-wins state (:mod:`amber.store.lww`)
+    when the batch applies. ``kind`` and ``payload``:
+
+    - ``put``: ``[value, ttl_ms, keep_ttl, expires_at_ms]``;
+    - ``merge``: the patch (each top-level member becomes its field's value);
+    - ``delete``: None;
+    - ``update``: ``[fn, args]``, an :class:`Update` computed on the current
+      value, then put;
+    - ``state``: ``[present, value, base, fields, expires]``, another
+      replica's whole state of the key (replication).
+    """
+
+    table: str
+    key: str
+    kind: str
+    payload: Any
+    #: ``(physical_ms, counter, node)``; for ``state``, unused (the state has its own).
+    stamp: tuple[int, int, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Collect:
+    """Forget a tombstone once every replica has seen it (``base``: its stamp)."""
+
+    table: str
+    key: str
+    base: tuple[int, int, str]
+
+
+Op: TypeAlias = Put | Merge | Update | Delete | Expire | DropTable | SetMeta | Evict | Lww | Collect
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +199,8 @@ class Batch:
 
 
 _PUT, _MERGE, _DELETE, _EXPIRE, _DROP, _PUT_AT, _UPDATE, _META, _EVICT = 1, 2, 3, 4, 5, 6, 7, 8, 9
+_LWW, _COLLECT = 10, 11
+_LWW_KINDS = frozenset(("put", "merge", "delete", "update", "state"))
 
 
 def _encode_op(op: Op) -> list[Any]:
@@ -187,6 +222,10 @@ def _encode_op(op: Op) -> list[Any]:
         return [_META, op.name, op.value]
     if type(op) is Evict:
         return [_EVICT, op.table, op.key]
+    if type(op) is Lww:
+        return [_LWW, op.table, op.key, op.kind, op.payload, list(op.stamp)]
+    if type(op) is Collect:
+        return [_COLLECT, op.table, op.key, list(op.base)]
     raise InvalidArgument(f"not a batch operation: {op!r}")
 
 
@@ -208,6 +247,12 @@ def _decode_op(raw: Any) -> Op:
         return SetMeta(raw[1], raw[2])
     if code == _EVICT:
         return Evict(raw[1], raw[2])
+    if code == _LWW:
+        if raw[3] not in _LWW_KINDS:
+            raise Corrupted(f"unknown eventual write kind {raw[3]!r} (written by a newer Amber?)")
+        return Lww(raw[1], raw[2], raw[3], raw[4], tuple(raw[5]))
+    if code == _COLLECT:
+        return Collect(raw[1], raw[2], tuple(raw[3]))
     if code == _UPDATE:
         if raw[3] not in UPDATES:
             raise Corrupted(f"unknown update {raw[3]!r} (written by a newer Amber?)")

@@ -38,7 +38,23 @@ from ..cluster.slots import ShardState, SlotGuard
 from ..config import Limits
 from ..errors import AmberError, ConditionFailed, Corrupted, TooLarge, Unavailable
 from ..model import json_equal, merge_patch, pack, unpack
-from .batch import Batch, Compare, Delete, DropTable, Evict, Expire, Merge, Op, Put, SetMeta, Update
+from ..model.values import FrozenDict
+from .batch import (
+    Batch,
+    Collect,
+    Compare,
+    Delete,
+    DropTable,
+    Evict,
+    Expire,
+    Lww,
+    Merge,
+    Op,
+    Put,
+    SetMeta,
+    Update,
+)
+from .lww import ZERO, LwwMeta, Stamp, as_stamp, expiry, join, merge_delta
 from .updates import ABSENT, UNCHANGED, UPDATES, Refused
 
 #: ``(value, create_revision, mod_revision, version, expires_at_ms | None)``
@@ -52,6 +68,7 @@ EXPIRES: Final = 4
 ChangeKind = Literal["put", "merge", "delete", "expire"]
 SNAPSHOT_FORMAT = 1
 _CHUNK_ROWS = 2048
+_NO_FIELDS: Final = FrozenDict()
 
 
 class TableState:
@@ -61,11 +78,14 @@ class TableState:
     never-written table's state lives only as long as a handle holds it.
     """
 
-    __slots__ = ("__weakref__", "exists", "keys", "name", "rows", "ttl_keys")
+    __slots__ = ("__weakref__", "exists", "keys", "name", "rows", "stamps", "ttl_keys")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.rows: dict[str, Record] = {}
+        #: Eventual tables: each key's last-writer-wins stamps (:mod:`.lww`),
+        #: also for deleted keys (tombstones: in here, not in ``rows``).
+        self.stamps: dict[str, LwwMeta] = {}
         self.keys: SortedList[str] = SortedList()
         #: Created by a write and not dropped since (a handle may exist before).
         self.exists = False
@@ -82,6 +102,8 @@ class Change:
     kind: ChangeKind
     record: Record | None
     prev: Record | None
+    #: An eventual table's change: the stamp of the write that made it (origin, HLC).
+    stamp: Stamp | None = None
 
 
 class Updated(NamedTuple):
@@ -119,6 +141,8 @@ class StoreImage:
     tables: list[tuple[str, dict[str, Record]]]
     #: The store's replicated metadata (``SetMeta``), e.g. a group's slot map.
     meta: dict[str, Any] = field(default_factory=dict)
+    #: Eventual tables' LWW stamps (tombstones included), per table.
+    stamps: list[tuple[str, dict[str, LwwMeta]]] = field(default_factory=list)
 
 
 def prefix_end(prefix: str) -> str | None:
@@ -191,12 +215,13 @@ def compare_holds(compare: Compare, record: Record | None) -> bool:
 class _Staging:
     """A batch's pending changes, so all ops see each other and failure is free."""
 
-    __slots__ = ("changes", "cleared", "exists", "meta", "now", "records", "store")
+    __slots__ = ("changes", "cleared", "exists", "meta", "now", "records", "stamps", "store")
 
     def __init__(self, store: Store, now: int) -> None:
         self.store = store
         self.now = now
         self.meta: dict[str, Any] = {}
+        self.stamps: dict[tuple[str, str], LwwMeta | None] = {}
         self.records: dict[tuple[str, str], Record | None] = {}
         self.cleared: set[str] = set()
         self.exists: dict[str, bool] = {}
@@ -212,6 +237,14 @@ class _Staging:
         state = self.store._tables.get(table)
         return state.rows.get(key) if state is not None else None
 
+    def stamp(self, table: str, key: str) -> LwwMeta | None:
+        """The key's LWW stamps as this batch sees them (None: never written eventually)."""
+        staged = self.stamps.get((table, key), self)
+        if staged is not self:
+            return staged  # type: ignore[return-value]
+        state = self.store._tables.get(table)
+        return state.stamps.get(key) if state is not None else None
+
     def live(self, table: str, key: str) -> Record | None:
         """The key's live record; an expired one is removed here, as an event."""
         record = self.current(table, key)
@@ -221,13 +254,19 @@ class _Staging:
         self.changes.append(Change(table, key, "expire", None, record))
         return None
 
-    def stage(
-        self, table: str, key: str, kind: ChangeKind, record: Record | None, prev: Record | None
+    def stage(  # noqa: PLR0917 - private, called positionally in the hot path
+        self,
+        table: str,
+        key: str,
+        kind: ChangeKind,
+        record: Record | None,
+        prev: Record | None,
+        stamp: Stamp | None = None,
     ) -> None:
         self.records[(table, key)] = record
         if record is not None:
             self.exists[table] = True
-        self.changes.append(Change(table, key, kind, record, prev))
+        self.changes.append(Change(table, key, kind, record, prev, stamp))
 
     def drop(self, table: str) -> None:
         state = self.store._tables.get(table)
@@ -347,7 +386,7 @@ class Store:
         if staging.changes:
             self._commit(staging)
             self.revision = revision
-        elif staging.records or staging.meta:  # evictions, metadata: no event, no revision
+        elif staging.records or staging.meta or staging.stamps:  # no event, no revision
             self._commit(staging)
         elif staging.cleared:
             self._drop_empty(staging.cleared)
@@ -401,7 +440,16 @@ class Store:
             current = staging.current(op.table, op.key)
             if current is not None and current[MOD] == op.mod_revision and not live(current, now):
                 staging.stage(op.table, op.key, "expire", None, current)
+                stamps = staging.stamp(op.table, op.key)
+                if stamps is not None:  # an eventual key: the expiry is a stamped delete
+                    expires = current[EXPIRES]
+                    assert expires is not None  # not live: it has an expiry
+                    after = join((current[VALUE], stamps, expires), expiry(expires))
+                    staging.stamps[(op.table, op.key)] = after[1]
             return None
+        if kind is Lww:
+            outcome: Record | Updated | None = self._lww(staging, cast("Lww", op), revision, now)
+            return outcome
         if kind is DropTable:
             assert isinstance(op, DropTable)
             staging.drop(op.table)
@@ -410,12 +458,100 @@ class Store:
             assert isinstance(op, SetMeta)
             staging.meta[op.name] = op.value
             return None
+        if kind is Collect:
+            assert isinstance(op, Collect)
+            stamps = staging.stamp(op.table, op.key)
+            tombstone = staging.current(op.table, op.key) is None
+            if tombstone and stamps is not None and stamps.base == op.base and not stamps.fields:
+                staging.stamps[(op.table, op.key)] = None
+            return None
         assert isinstance(op, Evict)
         guard = self.guard
         owned = guard is None or guard.owns(op.table, op.key)
         if not owned and staging.current(op.table, op.key) is not None:
             staging.records[(op.table, op.key)] = None
         return None
+
+    def _lww(self, staging: _Staging, op: Lww, revision: int, now: int) -> Any:
+        """Join an eventual write into its key's state (see :mod:`.lww`); the outcome."""
+        table, key = op.table, op.key
+        prev = staging.current(table, key)
+        stamps = staging.stamp(table, key) or LwwMeta(ZERO, _NO_FIELDS)
+        current = (
+            ABSENT if prev is None else prev[VALUE],
+            stamps,
+            None if prev is None else prev[EXPIRES],
+        )
+        if prev is not None and not live(prev, now):
+            current = join(current, expiry(prev[EXPIRES] or now))
+        value = current[0]
+        answer: Any = None
+        kind, payload, stamp = op.kind, op.payload, op.stamp
+        if kind == "put":
+            new_value, ttl_ms, keep_ttl, expires_at = payload
+            expires = (
+                expires_at
+                if expires_at is not None
+                else now + ttl_ms
+                if ttl_ms is not None
+                else current[2]
+                if keep_ttl and value is not ABSENT
+                else None
+            )
+            incoming: tuple[Any, LwwMeta, int | None] = (
+                new_value,
+                LwwMeta(stamp, _NO_FIELDS),
+                expires,
+            )
+        elif kind == "merge":
+            if isinstance(payload, dict):
+                incoming = merge_delta(None if value is ABSENT else value, payload, stamp)
+            else:
+                incoming = (payload, LwwMeta(stamp, _NO_FIELDS), None)
+        elif kind == "delete":
+            incoming = (ABSENT, LwwMeta(stamp, _NO_FIELDS), None)
+        elif kind == "update":
+            fn, args = payload
+            try:
+                new, result = UPDATES[fn](value, *args)
+                if new is not UNCHANGED and len(pack(new)) > self.limits.max_value_bytes:
+                    raise Refused(f"the value would grow past {self.limits.max_value_bytes} bytes")
+            except Refused as exc:
+                return Updated(prev if value is not ABSENT else None, None, exc.reply_text())
+            if new is UNCHANGED:
+                return Updated(prev if value is not ABSENT else None, result, None)
+            answer = result
+            incoming = (new, LwwMeta(stamp, _NO_FIELDS), current[2])
+        else:  # "state": another replica's whole state of the key
+            present, remote, base, fields, expires = payload
+            incoming = (
+                remote if present else ABSENT,
+                LwwMeta(as_stamp(base), FrozenDict({f: as_stamp(s) for f, s in fields.items()})),
+                expires,
+            )
+            stamp = max((incoming[1].base, *incoming[1].fields.values()))
+        after_value, after_stamps, after_expires = join(current, incoming)
+        staging.stamps[(table, key)] = after_stamps
+        before = prev if prev is not None and live(prev, now) else None
+        if after_value is ABSENT:
+            if before is not None:
+                staging.stage(table, key, "delete", None, before, stamp)
+            elif prev is not None:
+                staging.records[(table, key)] = None  # expired, not swept yet
+            return Updated(None, answer, None) if kind == "update" else before
+        if (
+            before is not None
+            and before[EXPIRES] == after_expires
+            and json_equal(before[VALUE], after_value)
+        ):
+            record = before  # lost to a newer write, or the same state again: no event
+        else:
+            if before is None:
+                record = (after_value, revision, revision, 1, after_expires)
+            else:
+                record = (after_value, before[CREATE], revision, before[VERSION] + 1, after_expires)
+            staging.stage(table, key, "merge" if kind == "merge" else "put", record, before, stamp)
+        return Updated(record, answer, None) if kind == "update" else record
 
     def _update(self, staging: _Staging, op: Update, revision: int) -> Updated:
         prev = staging.live(op.table, op.key)
@@ -461,6 +597,15 @@ class Store:
     def _commit(self, staging: _Staging) -> None:
         if staging.meta:
             self._set_meta(staging.meta)
+        for (name, key), stamps in staging.stamps.items():
+            if stamps is None:
+                found = self._tables.get(name)
+                if found is not None:
+                    found.stamps.pop(key, None)
+            else:
+                adopted = self._adopt(name)
+                adopted.stamps[key] = stamps
+                adopted.exists = True
         tables = self._tables
         for name in staging.cleared:
             cleared = tables.get(name)
@@ -633,6 +778,9 @@ class Store:
                 (name, state.rows.copy()) for name, state in self._tables.items() if state.exists
             ],
             meta=dict(self.meta),
+            stamps=[
+                (name, state.stamps.copy()) for name, state in self._tables.items() if state.stamps
+            ],
         )
 
     @staticmethod
@@ -641,12 +789,21 @@ class Store:
 
         Chunks: ``["h", format, seq, revision, [table names]]``, then
         ``["m", {name: value}]`` when there is metadata (and ``meta``: a
-        backup leaves the group's slot map behind), then per table
+        backup leaves the group's slot map behind), ``["l", name, [keys],
+        [[base, {field: stamp}]]]`` for eventual tables' stamps, then per table
         ``["t", name, [keys], [values], [create, mod, version, expires] * n]``.
         """
         yield pack(["h", SNAPSHOT_FORMAT, image.seq, image.revision, [n for n, _ in image.tables]])
         if meta and image.meta:
             yield pack(["m", image.meta])
+        for name, stamps in image.stamps:
+            marks = list(stamps.items())
+            for i in range(0, len(marks), _CHUNK_ROWS):
+                some = marks[i : i + _CHUNK_ROWS]
+                encoded = [
+                    [list(m.base), {f: list(s) for f, s in m.fields.items()}] for _, m in some
+                ]
+                yield pack(["l", name, [k for k, _ in some], encoded])
         for name, rows in image.tables:
             items = list(rows.items())
             for i in range(0, len(items), _CHUNK_ROWS):
@@ -678,6 +835,14 @@ class Store:
             if body[0] == "m":
                 self._set_meta(body[1])
                 continue
+            if body[0] == "l":
+                _, name, keys, encoded = body
+                stamps = self._adopt(name).stamps
+                for key, (base, fields) in zip(keys, encoded, strict=True):
+                    stamps[key] = LwwMeta(
+                        as_stamp(base), FrozenDict({f: as_stamp(s) for f, s in fields.items()})
+                    )
+                continue
             if body[0] != "t":
                 continue  # a kind a later issue adds (e.g. watch history); skip here
             _, name, keys, values, meta = body
@@ -703,6 +868,7 @@ class Store:
         """
         for state in list(self._tables.values()):
             state.rows.clear()
+            state.stamps.clear()
             state.keys = SortedList()
             state.exists = False
             state.ttl_keys = 0
