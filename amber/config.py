@@ -71,6 +71,9 @@ class Config:
     #: ... and the memory they may hold (as the history counts it): a queue
     #: keeps its values alive after the history let them go.
     watch_queue_bytes: int = 64 * 1024 * 1024
+    #: Eventual tables: a replica's write stamped more than this far ahead of
+    #: this node's clock is refused (and counted), not applied.
+    max_clock_skew_ms: int = 60_000
 
     def __post_init__(self) -> None:
         if self.durability not in DURABILITY_MODES:
@@ -88,6 +91,7 @@ class Config:
             "snapshot_history_bytes",
             "watch_queue",
             "watch_queue_bytes",
+            "max_clock_skew_ms",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

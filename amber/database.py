@@ -44,9 +44,11 @@ from .store.batch import (
     Delete,
     DropTable,
     Expire,
+    Lww,
     Merge,
     Op,
     Put,
+    SetMeta,
     Update,
     encode_body,
 )
@@ -57,7 +59,12 @@ from .transaction import Transaction, TxnResult, UpdateResult
 from .watch import Event, Progress, Watch, open_watch
 
 if TYPE_CHECKING:
+    from .node.hlc import HybridClock
     from .replication.config import ClusterConfig
+
+#: A table's consistency: ``strong`` (through the replicator: Raft in a
+#: cluster) or ``eventual`` (this node's own log, last writer wins).
+CONSISTENCIES = ("strong", "eventual")
 
 #: Table handles ``Database.table`` keeps at hand (more are made again when asked).
 MAX_CACHED_HANDLES = 1024
@@ -66,9 +73,22 @@ MAX_CACHED_HANDLES = 1024
 class Database:
     """An open database; create with ``amber.open``. A context manager."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(
+        self,
+        node: Node,
+        *,
+        eventual: Callable[[], Database] | None = None,
+        clock: HybridClock | None = None,
+    ) -> None:
         self._node = node
         self.config = node.config
+        #: Set on a node's eventual store (see ``eventual_store``): every write
+        #: becomes an ``Lww`` op stamped by this clock.
+        self.clock = clock
+        #: Opens this node's eventual store (None: eventual tables are refused).
+        self._open_eventual = eventual
+        self._eventual: Database | None = None
+        self._eventual_lock = threading.Lock()
         #: Recently used handles, so ``table(name)`` is a dict lookup; bounded
         #: (cleared past ``MAX_CACHED_HANDLES``) so made-up names cannot grow it.
         self._handles: dict[str, Table] = {}
@@ -76,6 +96,8 @@ class Database:
         self._live: weakref.WeakValueDictionary[str, Table] = weakref.WeakValueDictionary()
         self._handles_lock = threading.Lock()
         self._closed = False
+        if node.store.eventual_tables:
+            self.eventual_store()  # recover it now: its tables are served from the start
 
     def __enter__(self) -> Database:
         return self
@@ -160,9 +182,21 @@ class Database:
 
     # -- tables -------------------------------------------------------------------
 
-    def table(self, name: str) -> Table:
-        """A handle on table ``name``; the table is created by its first write."""
+    def table(self, name: str, consistency: str | None = None) -> Table:
+        """A handle on table ``name``; the table is created by its first write.
+
+        ``consistency="eventual"`` declares the table eventual the first time
+        (through the replicator: every member agrees) and refuses a table
+        that is already strong, and vice versa; None takes it as it is. An
+        eventual table's writes go to this node's own log and answer at
+        once, even without a cluster quorum; replicas converge by last
+        writer wins (``amber.store.lww``). Its handle belongs to the node's
+        eventual store (``eventual_store``).
+        """
         self._check_open()
+        eventual = self._node.store.eventual_tables
+        if consistency is not None or name in eventual:
+            return self._moded_table(name, consistency)
         handle = self._handles.get(name)
         if handle is None:
             name = check_table(name, self.config.limits)
@@ -176,14 +210,66 @@ class Database:
                 self._handles[name] = handle
         return handle
 
-    def tables(self) -> list[str]:
-        """Names of the existing tables, sorted."""
+    def _moded_table(self, name: str, consistency: str | None) -> Table:
+        name = check_table(name, self.config.limits)
+        if consistency is not None and consistency not in CONSISTENCIES:
+            raise InvalidArgument(
+                f"consistency must be {' or '.join(CONSISTENCIES)}, not {consistency!r}"
+            )
+        mode = self.consistency(name)
+        if consistency == "eventual" and mode == "strong":
+            if self.clock is not None:
+                raise InvalidArgument("an eventual store holds eventual tables only")
+            if self._open_eventual is None:
+                raise InvalidArgument(
+                    "eventual tables need a data folder (or memory://) for this node's own log"
+                )
+            self._commit(Batch((SetMeta(f"tables/{name}", "eventual", if_absent=True),)))
+            mode = self.consistency(name)
+        if consistency is not None and consistency != mode:
+            raise InvalidArgument(
+                f"table {name!r} is {mode}: a table's consistency is set when it is created"
+            )
+        if mode == "eventual":
+            return self.eventual_store().table(name)
+        return self.table(name)
+
+    def consistency(self, name: str) -> str:
+        """``eventual`` if table ``name`` was declared eventual, else ``strong``."""
+        return "eventual" if name in self._node.store.eventual_tables else "strong"
+
+    def eventual_store(self) -> Database:
+        """This node's store of eventual tables: its own log, stamped writes (opened on use)."""
         self._check_open()
-        return self._node.store.tables()
+        if self.clock is not None:
+            return self
+        store = self._eventual
+        if store is None:
+            if self._open_eventual is None:
+                raise InvalidArgument("eventual tables need a data folder (or memory://)")
+            with self._eventual_lock:
+                if self._eventual is None:
+                    self._eventual = self._open_eventual()
+                store = self._eventual
+        return store
+
+    def tables(self) -> list[str]:
+        """Names of the existing tables, sorted (eventual ones included)."""
+        self._check_open()
+        names = self._node.store.tables()
+        if self._eventual is not None:
+            names = sorted({*names, *self._eventual.tables()})
+        return names
 
     def drop_table(self, name: str) -> bool:
-        """Delete a table and all its keys (one revision); returns whether it existed."""
+        """Delete a table and all its keys (one revision); returns whether it existed.
+
+        An eventual table is dropped as a delete of every key it holds here
+        (a tombstone each); its consistency stays.
+        """
         name = check_table(name, self.config.limits)
+        if self.consistency(name) == "eventual":
+            return self.eventual_store().drop_table(name)
         existed = name in self._node.store.tables()
         self._commit(Batch((DropTable(name),)))
         return existed
@@ -328,11 +414,82 @@ class Database:
 
     def _commit(self, batch: Batch) -> ApplyResult:
         self._check_open()
+        if self._node.store.eventual_tables or self.clock is not None:
+            routed = self._route(batch)
+            if routed is not None:
+                return routed._commit(batch)
+            batch = self._stamped(batch)
         return _committed(self._node.commit(batch, self._encode(batch)))
 
     async def _acommit(self, batch: Batch) -> ApplyResult:
         self._check_open()
+        if self._node.store.eventual_tables or self.clock is not None:
+            routed = self._route(batch)
+            if routed is not None:
+                return await routed._acommit(batch)
+            batch = self._stamped(batch)
         return _committed(await self._node.acommit(batch, self._encode(batch)))
+
+    def _route(self, batch: Batch) -> Database | None:
+        """The eventual store, if ``batch`` writes eventual tables (None: this database).
+
+        One batch cannot write both kinds: they commit through different logs.
+        """
+        if self.clock is not None:
+            return None
+        eventual = self._node.store.eventual_tables
+        names: set[str] = {t for op in batch.ops if (t := getattr(op, "table", None)) is not None}
+        names.update(c.table for c in batch.compares)
+        if not names & eventual:
+            return None
+        if not names <= eventual:
+            raise InvalidArgument(
+                f"tables {', '.join(sorted(names & eventual))} are eventual and "
+                f"{', '.join(sorted(names - eventual))} strong: one transaction cannot write both"
+            )
+        return self.eventual_store()
+
+    def _stamped(self, batch: Batch) -> Batch:
+        """An eventual store's batch as ``Lww`` ops, each stamped now by this node's clock."""
+        clock = self.clock
+        if clock is None:
+            return batch
+        if batch.compares:
+            raise InvalidArgument(
+                "eventual tables take no conditions: compare-and-set needs one order of "
+                "writes (use a strong table)"
+            )
+        ops: list[Op] = []
+        for op in batch.ops:
+            kind = type(op)
+            if kind is Put:
+                put = cast("Put", op)
+                payload = [put.value, put.ttl_ms, put.keep_ttl, put.expires_at_ms]
+                ops.append(Lww(put.table, put.key, "put", payload, clock.now()))
+            elif kind is Merge:
+                merge = cast("Merge", op)
+                if merge.ttl_ms is not None:
+                    raise InvalidArgument(
+                        "a merge into an eventual table cannot set a TTL (the TTL belongs to "
+                        "the document: put it with one)"
+                    )
+                ops.append(Lww(merge.table, merge.key, "merge", merge.patch, clock.now()))
+            elif kind is Delete:
+                delete = cast("Delete", op)
+                ops.append(Lww(delete.table, delete.key, "delete", None, clock.now()))
+            elif kind is Update:
+                update = cast("Update", op)
+                payload = [update.fn, list(update.args)]
+                ops.append(Lww(update.table, update.key, "update", payload, clock.now()))
+            elif kind is DropTable:
+                table = cast("DropTable", op).table
+                rows = self._node.store.table_state(table).rows
+                ops.extend(Lww(table, k, "delete", None, clock.now()) for k in list(rows))
+            else:  # Expire (the sweeper), Lww and Collect (replication): already in form
+                ops.append(op)
+        if not ops:
+            ops.append(SetMeta("lww/noop", None))  # a drop of an empty table: nothing to do
+        return Batch(tuple(ops), (), batch.time_ms)
 
     # -- watching -------------------------------------------------------------------
 
@@ -407,6 +564,18 @@ class Database:
         """
         self._check_open()
         limits = self.config.limits
+        if table is not None and self.consistency(table) == "eventual":
+            return self.eventual_store().watch(
+                table,
+                key,
+                prefix=prefix,
+                start_revision=start_revision,
+                prev_value=prev_value,
+                skip_noop=skip_noop,
+                progress_interval=progress_interval,
+                callback=callback,
+                on_error=on_error,
+            )
         return open_watch(
             self._node.watch_hub,
             table=None if table is None else check_table(table, limits),
@@ -455,6 +624,8 @@ class Database:
         if self._closed:
             return
         self._closed = True
+        if self._eventual is not None:
+            self._eventual.close()
         with self._handles_lock:
             for handle in list(self._live.values()):
                 handle._rows = _CLOSED_ROWS
@@ -523,7 +694,40 @@ def open(
             backend = LogBackend(target, config, files)
         else:
             backend = open_backend(target, config)
-    return Database(Node.local(backend, config, jobs=jobs))
+    node = Node.local(backend, config, jobs=jobs)
+    return Database(node, eventual=_eventual_opener(backend, config, "local", jobs=jobs))
+
+
+def _eventual_opener(
+    backend: Backend | str, config: Config, node_id: str, *, jobs: bool
+) -> Callable[[], Database] | None:
+    """How this node opens its store of eventual tables, or None where it has no place.
+
+    A folder's is its ``eventual/`` subfolder (its own write-ahead log, the
+    same durability); ``memory://`` keeps it in memory too. Other backends
+    (SQLite, Postgres, S3) have no local folder for it: eventual tables are
+    refused there.
+    """
+    from .node.hlc import HybridClock  # noqa: PLC0415
+    from .persistence import MemoryBackend  # noqa: PLC0415
+
+    if isinstance(backend, str):
+        folder: str | None = os.path.join(backend, "eventual")
+    elif isinstance(backend, LogBackend):
+        folder = os.path.join(backend.folder, "eventual")
+    elif isinstance(backend, MemoryBackend):
+        folder = None
+    else:
+        return None
+
+    def opened() -> Database:
+        store: Backend = (
+            LogBackend(folder, config) if folder is not None else MemoryBackend(config=config)
+        )
+        clock = HybridClock(node_id, max_skew_ms=config.max_clock_skew_ms)
+        return Database(Node.local(store, config, jobs=jobs), clock=clock)
+
+    return opened
 
 
 def open_cluster(
@@ -545,7 +749,9 @@ def open_cluster(
     config = config or Config()
     if settings:
         config = config.replace(**settings)
-    return Database(Node(Raft(StateMachine(config), folder, cluster), jobs=jobs))
+    node = Node(Raft(StateMachine(config), folder, cluster), jobs=jobs)
+    eventual = _eventual_opener(os.fspath(folder), config, cluster.node_id, jobs=jobs)
+    return Database(node, eventual=eventual)
 
 
 __all__ = [

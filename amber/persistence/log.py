@@ -127,6 +127,11 @@ class LogBackend(Backend):
         self._bytes_base = 0
         self._bytes_mark = 0
 
+    @property
+    def folder(self) -> str:
+        """The absolute path of the data folder."""
+        return self._root
+
     def __repr__(self) -> str:
         return f"LogBackend({self._root!r}, state={self._state})"
 

@@ -120,6 +120,9 @@ class SetMeta:
 
     name: str
     value: Any
+    #: Only if ``name`` is unset (first writer wins: a table's consistency is
+    #: set once, by the batch that creates it).
+    if_absent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +222,7 @@ def _encode_op(op: Op) -> list[Any]:
     if type(op) is DropTable:
         return [_DROP, op.table]
     if type(op) is SetMeta:
-        return [_META, op.name, op.value]
+        return [_META, op.name, op.value, *((True,) if op.if_absent else ())]
     if type(op) is Evict:
         return [_EVICT, op.table, op.key]
     if type(op) is Lww:
@@ -244,7 +247,7 @@ def _decode_op(raw: Any) -> Op:
     if code == _PUT_AT:
         return Put(raw[1], raw[2], raw[3], expires_at_ms=raw[4])
     if code == _META:
-        return SetMeta(raw[1], raw[2])
+        return SetMeta(raw[1], raw[2], len(raw) > 3 and raw[3] is True)
     if code == _EVICT:
         return Evict(raw[1], raw[2])
     if code == _LWW:

@@ -36,7 +36,14 @@ from sortedcontainers import SortedList
 
 from ..cluster.slots import ShardState, SlotGuard
 from ..config import Limits
-from ..errors import AmberError, ConditionFailed, Corrupted, TooLarge, Unavailable
+from ..errors import (
+    AmberError,
+    ConditionFailed,
+    Corrupted,
+    InvalidArgument,
+    TooLarge,
+    Unavailable,
+)
 from ..model import json_equal, merge_patch, pack, unpack
 from ..model.values import FrozenDict
 from .batch import (
@@ -315,6 +322,14 @@ class Store:
         #: While ``meta["slots"]`` exists (a sharded group): refuses writes to
         #: slots this group does not serve, at apply time.
         self.guard: SlotGuard | None = None
+        #: Tables declared eventual (``meta["tables/<name>"]``): their writes
+        #: go to the node's eventual store, never into this one.
+        self.eventual_tables: frozenset[str] = frozenset()
+        #: Eventual stores: every key whose LWW state changed, oldest change
+        #: first, with its change number (``lww_seq``) — what replication
+        #: sends on (tombstones included, which make no event).
+        self.lww_seq = 0
+        self.lww_changed: dict[tuple[str, str], int] = {}
 
     # -- tables ---------------------------------------------------------
 
@@ -355,6 +370,17 @@ class Store:
         """Names of the tables that exist, sorted."""
         return sorted(name for name, state in list(self._tables.items()) if state.exists)
 
+    def lww_since(self, seq: int, limit: int) -> list[tuple[int, str, str]]:
+        """Up to ``limit`` keys whose LWW state changed after change ``seq``, oldest first;
+        the caller holds the lock."""
+        newer: list[tuple[int, str, str]] = []
+        for (table, key), at in reversed(self.lww_changed.items()):
+            if at <= seq:
+                break
+            newer.append((at, table, key))
+        newer.reverse()
+        return newer[:limit]
+
     # -- apply ----------------------------------------------------------
 
     def apply(self, seq: int, batch: Batch) -> ApplyResult:
@@ -376,12 +402,20 @@ class Store:
             refused = _refusal(self.guard, batch.ops)
             if refused is not None:
                 return ApplyResult(seq, self.revision, [], [], Unavailable(refused))
+        if self.eventual_tables:
+            for op in batch.ops:
+                name = getattr(op, "table", None)
+                if name in self.eventual_tables and type(op) is not Expire:
+                    error = InvalidArgument(
+                        f"table {name!r} is eventual: its writes go to the eventual store"
+                    )
+                    return ApplyResult(seq, self.revision, [], [], error)
         revision = self.revision + 1
         outcomes: list[Record | Updated | None] = []
         try:
             for op in batch.ops:
                 outcomes.append(self._stage(staging, op, revision, now))
-        except TooLarge as exc:
+        except InvalidArgument as exc:  # TooLarge, a table that cannot become eventual
             return ApplyResult(seq, self.revision, [], [], exc)
         if staging.changes:
             self._commit(staging)
@@ -456,6 +490,16 @@ class Store:
             return None
         if kind is SetMeta:
             assert isinstance(op, SetMeta)
+            if op.if_absent and (op.name in staging.meta or op.name in self.meta):
+                return None
+            if op.name.startswith("tables/") and op.value == "eventual":
+                table = op.name.removeprefix("tables/")
+                found = self._tables.get(table)
+                if found is not None and found.rows:
+                    raise InvalidArgument(
+                        f"table {table!r} already holds keys: its consistency is set when "
+                        "it is created"
+                    )
             staging.meta[op.name] = op.value
             return None
         if kind is Collect:
@@ -590,6 +634,11 @@ class Store:
             else:
                 self.meta[name] = value
         self.meta_version += 1
+        self.eventual_tables = frozenset(
+            name.removeprefix("tables/")
+            for name, mode in self.meta.items()
+            if name.startswith("tables/") and mode == "eventual"
+        )
         if "slots" in changes:
             doc = self.meta.get("slots")
             self.guard = None if doc is None else ShardState.from_doc(doc).guard()
@@ -597,7 +646,12 @@ class Store:
     def _commit(self, staging: _Staging) -> None:
         if staging.meta:
             self._set_meta(staging.meta)
+        changed = self.lww_changed
         for (name, key), stamps in staging.stamps.items():
+            self.lww_seq += 1
+            changed.pop((name, key), None)  # re-inserted last: the dict stays in change order
+            if stamps is not None:
+                changed[(name, key)] = self.lww_seq
             if stamps is None:
                 found = self._tables.get(name)
                 if found is not None:
@@ -842,6 +896,8 @@ class Store:
                     stamps[key] = LwwMeta(
                         as_stamp(base), FrozenDict({f: as_stamp(s) for f, s in fields.items()})
                     )
+                    self.lww_seq += 1
+                    self.lww_changed[(name, key)] = self.lww_seq
                 continue
             if body[0] != "t":
                 continue  # a kind a later issue adds (e.g. watch history); skip here
@@ -880,6 +936,8 @@ class Store:
         self.meta = {}
         self.meta_version += 1
         self.guard = None
+        self.eventual_tables = frozenset()
+        self.lww_changed = {}
 
 
 def _refusal(guard: SlotGuard, ops: tuple[Op, ...]) -> str | None:

@@ -15,6 +15,7 @@ from typing import Any, Literal, NamedTuple, NoReturn, cast
 
 from ..model import diff as merge_diff
 from ..model import json_equal
+from ..store.lww import stamp_text
 from ..store.state import Change
 
 __all__ = ["Event", "EventBatch", "EventType", "Progress", "event_of"]
@@ -32,6 +33,7 @@ class _EventSlots:
         "_diff",
         "_had_prev",
         "key",
+        "stamp",
         "prev_value",
         "revision",
         "table",
@@ -44,6 +46,9 @@ class _EventSlots:
     type: EventType
     value: Any
     prev_value: Any
+    #: An eventual table's change: the HLC stamp ``(ms, counter, origin node)``
+    #: of the write that made it; None for strong tables.
+    stamp: tuple[int, int, str] | None
     #: Whether the key existed before (a ``None`` prev_value is ambiguous).
     _had_prev: bool
     #: The event this one was derived from (``without_prev``); it owns the cache.
@@ -62,6 +67,8 @@ class Event(_EventSlots):
     - ``diff``: the RFC 7396 merge patch from the previous value to ``value``
       (``{}`` for an unchanged object; ``None``, the patch that removes the
       document, for delete/expire). It is computed when first read.
+    - ``stamp`` (eventual tables): the winning write's hybrid logical clock
+      stamp ``(ms, counter, node)``; ``origin`` is its node, ``hlc`` its text.
 
     Events of one transaction share its ``revision``. Equality compares the
     six public fields.
@@ -80,6 +87,7 @@ class Event(_EventSlots):
         prev_value: Any = None,
         _had_prev: bool | None = None,
         _base: Event | None = None,
+        stamp: tuple[int, int, str] | None = None,
     ) -> None:
         init = object.__setattr__
         init(self, "revision", revision)
@@ -91,6 +99,7 @@ class Event(_EventSlots):
         init(self, "_had_prev", prev_value is not None if _had_prev is None else _had_prev)
         init(self, "_base", _base)
         init(self, "_diff", _UNSET)
+        init(self, "stamp", stamp)
 
     def __setattr__(self, name: str, value: Any) -> NoReturn:
         raise FrozenInstanceError(f"cannot assign to field {name!r}: events are immutable")
@@ -130,6 +139,16 @@ class Event(_EventSlots):
         return patch
 
     @property
+    def origin(self) -> str | None:
+        """The node whose write made this change (eventual tables), else None."""
+        return None if self.stamp is None else self.stamp[2]
+
+    @property
+    def hlc(self) -> str | None:
+        """The change's stamp as ``ms.counter@node`` (eventual tables), else None."""
+        return None if self.stamp is None else stamp_text(self.stamp)
+
+    @property
     def is_noop(self) -> bool:
         """A put or merge that left an existing value as it was."""
         source = self._base if self._base is not None else self
@@ -140,7 +159,17 @@ class Event(_EventSlots):
     def without_prev(self) -> Event:
         """This event with ``prev_value=None``; ``diff`` still describes the change."""
         base = self._base if self._base is not None else self
-        return Event(self.revision, self.table, self.key, self.type, self.value, None, False, base)
+        return Event(
+            self.revision,
+            self.table,
+            self.key,
+            self.type,
+            self.value,
+            None,
+            False,
+            base,
+            self.stamp,
+        )
 
 
 class _EventBuilder(_EventSlots):
@@ -165,6 +194,7 @@ class _EventBuilder(_EventSlots):
         self._had_prev = prev is not None
         self._base = None
         self._diff = _UNSET
+        self.stamp = change.stamp
 
 
 def event_of(revision: int, change: Change) -> Event:
