@@ -24,10 +24,11 @@ says otherwise:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast, overload
 
 from .config import Config
@@ -89,6 +90,11 @@ class Database:
         self._open_eventual = eventual
         self._eventual: Database | None = None
         self._eventual_lock = threading.Lock()
+        #: An eventual store's identity for this run: replication cursors
+        #: (``lww_changes``' numbers) are only meaningful within it.
+        self.incarnation = os.urandom(8).hex()
+        #: Stamped batches not applied yet: id -> their oldest stamp's ms.
+        self._inflight: dict[int, int] = {}
         #: Recently used handles, so ``table(name)`` is a dict lookup; bounded
         #: (cleared past ``MAX_CACHED_HANDLES``) so made-up names cannot grow it.
         self._handles: dict[str, Table] = {}
@@ -234,6 +240,10 @@ class Database:
             return self.eventual_store().table(name)
         return self.table(name)
 
+    def eventual_tables(self) -> frozenset[str]:
+        """The tables declared eventual."""
+        return self._node.store.eventual_tables
+
     def consistency(self, name: str) -> str:
         """``eventual`` if table ``name`` was declared eventual, else ``strong``."""
         return "eventual" if name in self._node.store.eventual_tables else "strong"
@@ -252,6 +262,65 @@ class Database:
                     self._eventual = self._open_eventual()
                 store = self._eventual
         return store
+
+    def lww_changes(self, after: int, limit: int) -> tuple[int, list[list[Any]]]:
+        """An eventual store's key states changed after change number ``after``.
+
+        ``(next, states)``: up to ``limit`` states, oldest change first, each
+        ``[table, key, present, value, base, fields, expires]`` (tombstones
+        too); ``next`` is the number to ask after next time. What replicas
+        pull from each other (:mod:`amber.server.lww_sync`); a state sent is
+        the key's current one, newer than the change that listed it, which
+        a join takes just as well.
+        """
+        self._check_open()
+        store = self._node.store
+        out: list[list[Any]] = []
+        with store.lock:
+            changed = store.lww_since(after, limit)
+            for _, table, key in changed:
+                state = store.table_state(table)
+                stamps = state.stamps.get(key)
+                if stamps is None:
+                    continue
+                record = state.rows.get(key)
+                fields = {f: list(s) for f, s in stamps.fields.items()}
+                out.append(
+                    [
+                        table,
+                        key,
+                        record is not None,
+                        None if record is None else record[0],
+                        list(stamps.base),
+                        fields,
+                        None if record is None else record[4],
+                    ]
+                )
+        return (changed[-1][0] if changed else after), out
+
+    def lww_tombstones(self, before_ms: int) -> list[tuple[str, str, tuple[int, int, str]]]:
+        """An eventual store's tombstones stamped before ``before_ms``: ``(table, key, stamp)``."""
+        self._check_open()
+        store = self._node.store
+        found = []
+        for table in store.tables():
+            state = store.table_state(table)
+            for key, stamps in list(state.stamps.items()):
+                if stamps.base[0] < before_ms and not stamps.fields and key not in state.rows:
+                    found.append((table, key, stamps.base))
+        return found
+
+    def stable_ms(self) -> int:
+        """An eventual store's time before which every write of this node is applied here.
+
+        Its clock, or the oldest stamp of a batch still on its way to the
+        log: a stamp is taken before the write is durable, so "now" alone
+        would claim writes that a reader could not see yet.
+        """
+        assert self.clock is not None
+        now = self.clock.physical()
+        with self._eventual_lock:
+            return min([now, *self._inflight.values()])
 
     def tables(self) -> list[str]:
         """Names of the existing tables, sorted (eventual ones included)."""
@@ -418,7 +487,9 @@ class Database:
             routed = self._route(batch)
             if routed is not None:
                 return routed._commit(batch)
-            batch = self._stamped(batch)
+            if self.clock is not None:
+                with self._stamping(batch) as stamped:
+                    return _committed(self._node.commit(stamped, self._encode(stamped)))
         return _committed(self._node.commit(batch, self._encode(batch)))
 
     async def _acommit(self, batch: Batch) -> ApplyResult:
@@ -427,8 +498,23 @@ class Database:
             routed = self._route(batch)
             if routed is not None:
                 return await routed._acommit(batch)
-            batch = self._stamped(batch)
+            if self.clock is not None:
+                with self._stamping(batch) as stamped:
+                    return _committed(await self._node.acommit(stamped, self._encode(stamped)))
         return _committed(await self._node.acommit(batch, self._encode(batch)))
+
+    @contextlib.contextmanager
+    def _stamping(self, batch: Batch) -> Iterator[Batch]:
+        """``batch`` stamped, counted in flight until it is applied (see ``stable_ms``)."""
+        token = id(batch)
+        with self._eventual_lock:
+            assert self.clock is not None
+            self._inflight[token] = self.clock.physical()
+        try:
+            yield self._stamped(batch)
+        finally:
+            with self._eventual_lock:
+                self._inflight.pop(token, None)
 
     def _route(self, batch: Batch) -> Database | None:
         """The eventual store, if ``batch`` writes eventual tables (None: this database).

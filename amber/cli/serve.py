@@ -111,6 +111,20 @@ def serve(  # noqa: PLR0917  (typer maps each option to a parameter)
             help="Cluster mode without a secret: Raft traffic unencrypted and unauthenticated.",
         ),
     ] = None,
+    max_clock_skew_ms: Annotated[
+        int | None,
+        typer.Option(
+            help="Eventual tables: refuse a replica's write stamped this many ms ahead of this "
+            "node's clock. " + _default("60000")
+        ),
+    ] = None,
+    allow_clock_offset: Annotated[
+        bool | None,
+        typer.Option(
+            "--allow-clock-offset",
+            help="Tests only: let AMBER.LWW CLOCK-OFFSET skew this node's eventual clock.",
+        ),
+    ] = None,
     cluster_mode: Annotated[
         str | None,
         typer.Option(
@@ -121,7 +135,8 @@ def serve(  # noqa: PLR0917  (typer maps each option to a parameter)
     cluster_resp_peers: Annotated[
         str | None,
         typer.Option(
-            help="--cluster-mode redis: the other members' RESP addresses, n2=host:port,..."
+            help="Cluster mode: the other members' RESP addresses, n2=host:port,... "
+            "(eventual tables replicate over them; --cluster-mode redis shows them to clients)"
         ),
     ] = None,
     shard_map: Annotated[
@@ -195,6 +210,8 @@ def serve(  # noqa: PLR0917  (typer maps each option to a parameter)
         "peers": peers,
         "cluster_secret_file": None if cluster_secret_file is None else str(cluster_secret_file),
         "insecure_cluster": insecure_cluster,
+        "max_clock_skew_ms": max_clock_skew_ms,
+        "allow_clock_offset": allow_clock_offset,
         "cluster_mode": cluster_mode,
         "cluster_resp_peers": cluster_resp_peers,
         "shard_map": None if shard_map is None else str(shard_map),

@@ -217,16 +217,14 @@ class LocalCluster:
             if self.shards > 1:
                 members = [m for m in self.nodes if self.group_of(m) == self.group_of(node)]
         peers = ",".join(f"{m.node_id}={address(node, m)}" for m in members if m is not node)
-        resp_peers = ",".join(
-            f"{m.node_id}={m.host}:{m.resp_port}" for m in self.nodes if m is not node
-        )
-        redis_mode = (
-            ["--cluster-mode", "redis", "--cluster-resp-peers", resp_peers]
-            if self.redis_cluster and self.shards == 1
-            else []
-        )
+        group = [m for m in self.nodes if self.group_of(m) == self.group_of(node)]
+        # The members of its own Raft group: eventual tables replicate over RESP among them.
+        resp_peers = ",".join(f"{m.node_id}={m.host}:{m.resp_port}" for m in group if m is not node)
+        redis_mode = ["--cluster-resp-peers", resp_peers] if resp_peers else []
+        if self.redis_cluster:
+            redis_mode += ["--cluster-mode", "redis"]
         if self.shards > 1:
-            redis_mode = ["--cluster-mode", "redis", "--shard-map", str(self.map_file)]
+            redis_mode += ["--shard-map", str(self.map_file)]
         return [
             sys.executable, "-m", "amber.cli", "serve",
             "--data", str(node.data),

@@ -70,6 +70,7 @@ from .commands import RuntimeConfig, ServerState
 from .commands.admin import snapshots_of
 from .commands.cluster import RedisClusterView
 from .context import ServerContext
+from .lww_sync import LwwSync
 from .resp import RespLimits, RespServer
 from .settings import ServeSettings, exposed_without_password
 from .shard_watch import ShardWatches
@@ -372,6 +373,12 @@ async def serve(
         )
         ctx.shards = state.redis_cluster
         ctx.shard_watches = ShardWatches(db, state.redis_cluster, lambda: state.password)
+    state.allow_clock_offset = settings.allow_clock_offset
+    if settings.node_id:
+        peers = parse_peers(settings.cluster_resp_peers)
+        if state.redis_cluster is not None:  # a sharded group's own members, from its map
+            peers = {**state.redis_cluster.resp_peers, **peers}
+        state.lww_sync = LwwSync(db, settings.node_id, peers, lambda: state.password)
     snapshots_of(state)  # counts changes since the start for INFO persistence
     ctx.metrics.registry.register(state.stats.collector())
     jobs = Supervisor()
@@ -420,6 +427,8 @@ async def serve(
             log.warning("the KV text protocol does not route keys to shards: it stays off")
         elif settings.kvtext_port >= 0:
             await _start_kvtext(ctx, settings, listeners, state)
+        if state.lww_sync is not None:
+            state.lww_sync.start()
         for line in listeners.lines:
             say(line)
         say("ready")
@@ -459,6 +468,8 @@ async def _shutdown(  # noqa: PLR0917
     if listeners.kvtext is not None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(listeners.kvtext.wait_closed(), 1.0)
+    if state.lww_sync is not None:
+        await state.lww_sync.stop()
     # A snapshot's worker thread cannot be cancelled: let it finish before closing.
     await snapshots_of(state).wait_idle()
     notifier.stop()

@@ -122,12 +122,17 @@ class ServeSettings:
     cluster_secret_file: str = ""
     #: Run a cluster without a secret (unencrypted, unauthenticated Raft traffic).
     insecure_cluster: bool = False
+    #: Eventual tables: a replica's write stamped this far ahead of our clock is refused.
+    max_clock_skew_ms: int = 60_000
+    #: Fault-injection tests only: ``AMBER.LWW CLOCK-OFFSET`` may skew the eventual clock.
+    allow_clock_offset: bool = False
     #: ``raft`` (the default): a Raft cluster, clients send any keys to any member.
     #: ``redis``: also speak the Redis Cluster protocol (CLUSTER SLOTS/NODES/...,
     #: CROSSSLOT for multi-key commands across slots); one group owns every slot.
     cluster_mode: str = "raft"
-    #: ``redis`` mode: the other members' RESP addresses, ``n2=host:port,...``,
-    #: which CLUSTER SLOTS/NODES tell clients (Raft knows only raft addresses).
+    #: The other members' RESP addresses, ``n2=host:port,...`` (Raft knows only
+    #: raft addresses): eventual tables replicate over them, and in ``redis``
+    #: mode CLUSTER SLOTS/NODES tell clients.
     cluster_resp_peers: str = ""
     #: ``redis`` mode: a static shard map file (JSON, or TOML by its suffix):
     #: groups, their members' RESP addresses and slot ranges, an epoch. Empty:
@@ -255,6 +260,7 @@ class ServeSettings:
             history_bytes=self.history_bytes,
             history_revisions=self.history_revisions,
             watch_queue=self.watch_queue,
+            max_clock_skew_ms=self.max_clock_skew_ms,
         )
 
     def redis_config(self) -> dict[str, str]:

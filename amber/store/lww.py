@@ -121,10 +121,14 @@ def join(
             picked[name] = (stamp, field)
     newer = {n: s for n, (s, _) in picked.items() if s > base}
     if isinstance(va, dict) or newer:
-        value: Any = FrozenDict({n: f for n, (_, f) in picked.items() if f is not ABSENT})
+        # One order on every replica: the base's own fields as the put wrote
+        # them, then newer fields by stamp.
+        order = [n for n in picked if picked[n][0] == base]
+        order += sorted(newer, key=lambda n: (newer[n], n))
+        value: Any = FrozenDict({n: picked[n][1] for n in order if picked[n][1] is not ABSENT})
     else:
         value = va  # a scalar, list or ABSENT base, no newer field
-    return value, LwwMeta(base, FrozenDict(newer)), ea
+    return value, LwwMeta(base, FrozenDict(sorted(newer.items()))), ea
 
 
 def merge_delta(current: Any, patch: Any, stamp: Stamp) -> tuple[Any, LwwMeta, int | None]:

@@ -575,7 +575,10 @@ class Store:
             )
             stamp = max((incoming[1].base, *incoming[1].fields.values()))
         after_value, after_stamps, after_expires = join(current, incoming)
-        staging.stamps[(table, key)] = after_stamps
+        if after_stamps != current[1] or (after_value is ABSENT) != (current[0] is ABSENT):
+            # Only a real change is recorded: replicas pull what changed, and an
+            # unchanged state sent back would bounce between them forever.
+            staging.stamps[(table, key)] = after_stamps
         before = prev if prev is not None and live(prev, now) else None
         if after_value is ABSENT:
             if before is not None:

@@ -10,6 +10,7 @@ from . import (  # noqa: F401  (importing registers the commands)
     admin,
     cluster,
     documents,
+    eventual,
     hashes,
     json_more,
     keyspace,

@@ -212,7 +212,12 @@ class Session:
         self.last_command = command.name
         started = time.perf_counter()
         if not is_write:
-            if state.clustered and "readonly" in command.flags and not self.stale_reads:
+            if (
+                state.clustered
+                and "readonly" in command.flags
+                and not self.stale_reads
+                and not _eventual_key(state.db, command, args)
+            ):
                 return asyncio.get_running_loop().create_task(
                     self._read_after_barrier(command, args, started)
                 )
@@ -247,7 +252,12 @@ class Session:
             state.stats.record(command.name, time.perf_counter() - started, True)
             return _finished(reply, self.state.db.revision)
         if rerun is None:
-            if not scope.reads and not scope.conditions and coalescible(scope.ops):
+            if (
+                not scope.reads
+                and not scope.conditions
+                and coalescible(scope.ops)
+                and not _eventual(state.db, scope.ops)
+            ):
                 return state.coalescer.add(self, command.name, scope.ops, reply, started=started)
             rerun = _rerun(self, command, args)
         if self.pending:
@@ -318,6 +328,8 @@ class Session:
         if form is None:
             return None
         ops, reply = form
+        if _eventual(self.state.db, ops):
+            return None  # not coalesced: ``execute`` commits it alone, in this session's order
         return self.state.coalescer.add(self, command.name, ops, reply, started=started)
 
     def fast_blind_writes(self) -> dict[bytes, Command] | None:
@@ -473,6 +485,28 @@ class Session:
 
 
 CROSSSLOT = ErrorReply("CROSSSLOT Keys in request don't hash to the same slot")
+
+
+def _eventual(db: Any, ops: list[Any]) -> bool:
+    """Whether ``ops`` write an eventual table.
+
+    Such writes go to the node's own log, not the replicator's: coalesced
+    with other connections' writes they would make a batch that spans two
+    logs, and committed beside this session's writes in flight they could
+    take effect before them. Alone (``execute`` drains first), neither.
+    """
+    eventual = db.eventual_tables()
+    return bool(eventual) and any(getattr(op, "table", None) in eventual for op in ops)
+
+
+def _eventual_key(db: Any, command: Command, args: list[bytes]) -> bool:
+    """Whether the command's (first) key is in an eventual table: read without a barrier,
+    which would wait for a Raft quorum that an eventual table does not need."""
+    eventual = db.eventual_tables()
+    if not eventual:
+        return False
+    keys = command.key_args(args)
+    return bool(keys) and keys[0].partition(b":")[0].decode(errors="replace") in eventual
 
 
 def _not_served(view: Any, command: Command, args: list[bytes]) -> ErrorReply | None:

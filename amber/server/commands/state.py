@@ -210,6 +210,10 @@ class ServerState:
         #: In a cluster, reads wait for a Raft log barrier unless a client asked
         #: for stale ones (``READONLY``): see ``Session.execute``.
         self.clustered = ctx.db.cluster_status() is not None
+        #: In a cluster: replicates eventual tables between members (``AMBER.LWW``).
+        self.lww_sync: Any = None
+        #: ``--allow-clock-offset``: ``AMBER.LWW CLOCK-OFFSET`` may skew the eventual clock.
+        self.allow_clock_offset = False
         #: ``--cluster-mode redis``: the Redis Cluster view (CLUSTER, CROSSSLOT), else None.
         self.redis_cluster: Any = None
         self.pubsub: PubSub = PubSub(self)

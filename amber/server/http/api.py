@@ -83,9 +83,12 @@ class HttpApi:
             problem(421, "misdirected", f"hash slot {slot} is served by another group{where}")
         )
 
-    async def read_point(self, consistency: str) -> None:
-        """Wait, unless stale reads were asked for, until the read is linearizable."""
-        if consistency != "stale":
+    async def read_point(self, consistency: str, table: str | None = None) -> None:
+        """Wait, unless stale reads were asked for, until the read is linearizable.
+
+        Not for an eventual table: its reads are this node's state, always.
+        """
+        if consistency != "stale" and (table is None or table not in self.ctx.db.eventual_tables()):
             await self.ctx.db.abarrier()
 
     def table(self, name: str) -> Table:

@@ -146,7 +146,7 @@ def key_router(api: HttpApi) -> APIRouter:
         request: Request, table: str, key: str, consistency: Consistency = "linearizable"
     ) -> Response:
         table, key = names(request, table, key)
-        await api.read_point(consistency)
+        await api.read_point(consistency, table)
         handle = api.existing(table)
         entry = None if handle is None else handle.entry(key)
         # Again after the read: had the slot frozen or moved meanwhile (the

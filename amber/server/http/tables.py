@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from ...database import DropTable, Page
+from ...database import Page
 from ...errors import InvalidQuery
 from ...model import check_table
 from .api import Consistency, HttpApi
@@ -42,6 +42,14 @@ MAX_LIMIT = 10_000
 class TableInfo(BaseModel):
     name: str
     keys: int
+    #: ``strong`` (through the replicator) or ``eventual`` (last writer wins).
+    consistency: str = "strong"
+
+
+class TableMode(BaseModel):
+    """``PUT /v1/tables/{table}``'s body: the consistency to create the table with."""
+
+    consistency: Literal["strong", "eventual"]
 
 
 class TableList(BaseModel):
@@ -95,8 +103,25 @@ def tables_router(api: HttpApi) -> APIRouter:
     async def list_tables(consistency: Consistency = "linearizable") -> TableList:
         await api.read_point(consistency)
         revision = db.revision
-        tables = [TableInfo(name=name, keys=len(db.table(name))) for name in db.tables()]
+        tables = [
+            TableInfo(name=name, keys=len(db.table(name)), consistency=db.consistency(name))
+            for name in db.tables()
+        ]
         return TableList(tables=tables, revision=revision)
+
+    @router.put(
+        "/v1/tables/{table}",
+        name="create_table",
+        summary="Set a table's consistency when it is created (strong or eventual)",
+        response_model=None,
+        responses={
+            200: {"description": "The table's consistency."},
+            **problem_responses(400, 422, 503),
+        },
+    )
+    async def create_table(table: str, body: TableMode) -> Response:
+        await asyncio.to_thread(db.table, table, body.consistency)
+        return json_response({"name": table, "consistency": db.consistency(table)})
 
     @router.get(
         "/v1/tables/{table}",
@@ -121,7 +146,7 @@ def tables_router(api: HttpApi) -> APIRouter:
         consistency: Consistency = "linearizable",
     ) -> Response:
         spec = parse_where(where)
-        await api.read_point(consistency)
+        await api.read_point(consistency, table)
         handle = api.existing(table)
         if handle is None:
             page = Page([], False, db.revision)
@@ -162,7 +187,7 @@ def tables_router(api: HttpApi) -> APIRouter:
         table = check_table(table, db.config.limits)
         if table not in db.tables():
             raise HTTPException(404, f"table {table!r} does not exist")
-        await db.atxn([], [DropTable(table)])
+        await asyncio.to_thread(db.drop_table, table)
         return Response(status_code=204)
 
     return router
