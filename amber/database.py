@@ -323,11 +323,12 @@ class Database:
             return min([now, *self._inflight.values()])
 
     def tables(self) -> list[str]:
-        """Names of the existing tables, sorted (eventual ones included)."""
+        """Names of the existing tables, sorted; a table declared eventual exists from then."""
         self._check_open()
         names = self._node.store.tables()
-        if self._eventual is not None:
-            names = sorted({*names, *self._eventual.tables()})
+        eventual = self._node.store.eventual_tables
+        if eventual:
+            names = sorted({*names, *eventual})
         return names
 
     def drop_table(self, name: str) -> bool:

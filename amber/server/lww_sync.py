@@ -12,9 +12,10 @@ with another incarnation the pull starts over from 0 — the whole state,
 once, paged.
 
 Before a state is applied the member's clock **observes** its stamps; a
-stamp more than ``max_clock_skew_ms`` ahead is refused: the page stops
-before it, the refusal is counted, and the pull retries it later (when the
-clocks have converged or the operator fixed the one that is off).
+stamp more than ``max_clock_skew_ms`` ahead is refused: the state waits
+(per peer, by key, bounded) and is retried every second, applied once the
+clocks agree; the refusal is counted (``AMBER.LWW STATUS``, metrics). The
+rest of the stream goes on.
 
 **Tombstones** are collected once every member has seen every write older
 than them. A member's *watermark* is the oldest of its peers' clocks at the
@@ -58,8 +59,10 @@ PAGE = 500
 IDLE_S = 0.02
 #: ... up to this.
 IDLE_MAX_S = 0.5
-#: How often tombstones are looked at.
-COLLECT_EVERY_S = 5.0
+#: How often tombstones are looked at, in seconds.
+COLLECT_EVERY_S = 5
+#: States per peer that may wait for this clock (too far ahead) before the pull stops.
+MAX_DEFERRED = 10_000
 
 
 @dataclass
@@ -77,6 +80,8 @@ class PeerLink:
     connected: bool = False
     pulled: int = 0
     refused: int = 0
+    #: States refused for a stamp too far ahead, retried each second: ``(table, key) -> blob``.
+    deferred: dict[tuple[str, str], bytes] = field(default_factory=dict)
     error: str = ""
     last_ok: float = field(default_factory=time.monotonic)
 
@@ -205,25 +210,14 @@ class LwwSync:
         if incarnation != link.incarnation:
             link.incarnation, link.cursor = incarnation, 0
         link.watermark = int(watermark)
-        ops = []
-        refused = False
-        for blob in raw:
-            table, key, present, value, base, fields, expires = unpack(blob)
-            stamps = [as_stamp(base), *(as_stamp(s) for s in fields.values())]
-            if not all(self.clock.observe(s) for s in stamps):
-                refused = True
-                link.refused += 1
-                break
-            payload = [present, freeze(value) if present else None, base, fields, expires]
-            ops.append(Lww(table, key, "state", payload, ZERO))
+        ops = self._admitted(link, raw)
+        if len(link.deferred) > MAX_DEFERRED:
+            # Too much is waiting for the clocks: stop here (the cursor stays) until it drains.
+            await asyncio.sleep(1.0)
+            return False
         if ops:
             await self.store.acommit_checked(ops)
             link.pulled += len(ops)
-        if refused:
-            # Keep the cursor before the refused state: it is pulled again later.
-            log.warning("a state from %s is stamped too far ahead; retrying later", link.node_id)
-            await asyncio.sleep(1.0)
-            return False
         link.cursor = int(following)
         link.last_ok = time.monotonic()
         if not raw:
@@ -231,13 +225,53 @@ class LwwSync:
             return True
         return False
 
+    def _admitted(self, link: PeerLink, blobs: list[bytes]) -> list[Lww]:
+        """The ops for states whose stamps this clock accepts; the others wait in
+        ``link.deferred`` (by key: a newer state of the key replaces a waiting one)."""
+        ops = []
+        for blob in blobs:
+            table, key, present, value, base, fields, expires = unpack(blob)
+            stamps = [as_stamp(base), *(as_stamp(s) for s in fields.values())]
+            if not all(self.clock.observe(s) for s in stamps):
+                if (table, key) not in link.deferred:
+                    link.refused += 1
+                    log.warning(
+                        "%s:%s from %s is stamped more than %d ms ahead of this clock; "
+                        "applied once the clocks agree",
+                        table,
+                        key,
+                        link.node_id,
+                        self.clock.max_skew_ms,
+                    )
+                link.deferred[(table, key)] = blob
+                continue
+            link.deferred.pop((table, key), None)
+            payload = [present, freeze(value) if present else None, base, fields, expires]
+            ops.append(Lww(table, key, "state", payload, ZERO))
+        return ops
+
+    async def retry_deferred(self) -> int:
+        """Apply the states that waited for this clock and now fit; how many."""
+        applied = 0
+        for link in self.links.values():
+            if link.deferred:
+                ops = self._admitted(link, list(link.deferred.values()))
+                if ops:
+                    await self.store.acommit_checked(ops)
+                    applied += len(ops)
+        return applied
+
     # -- tombstones --------------------------------------------------------------------
 
     async def _collector(self) -> None:
+        ticks = 0
         while True:
-            await asyncio.sleep(COLLECT_EVERY_S)
+            await asyncio.sleep(1.0)
+            ticks += 1
             with contextlib.suppress(Exception):
-                await self.collect()
+                await self.retry_deferred()
+                if ticks % COLLECT_EVERY_S == 0:
+                    await self.collect()
 
     async def collect(self) -> int:
         """Forget tombstones older than the global watermark; how many."""
@@ -258,6 +292,7 @@ class LwwSync:
             "global_watermark": self.global_watermark(),
             "clock_refused": self.clock.refused,
             "tombstones_collected": self.collected,
+            "tombstones": len(self.store.lww_tombstones(2**62)) if self.active else 0,
             "peers": [
                 {
                     "id": link.node_id,
@@ -266,6 +301,7 @@ class LwwSync:
                     "cursor": link.cursor,
                     "pulled": link.pulled,
                     "refused": link.refused,
+                    "deferred": len(link.deferred),
                     "caught_up_at": link.caught_up_at,
                     "error": link.error,
                 }

@@ -15,9 +15,11 @@
   (redis-cli) that only listen after SUBSCRIBE.
 - ``AMBER.WATCH <key | prefix* | *> [FROM revision] [PREV]``: what Redis
   lacks — a stream of ``["amber.watch", spec, revision, key, type, value,
-  diff(, prev)]`` messages (values and the RFC 7396 diff as JSON text) that
+  diff(, prev)(, hlc)]`` messages (values and the RFC 7396 diff as JSON text) that
   can start from an old revision and resume after a disconnect. RESP3 gets
-  push messages; in RESP2 the connection enters subscribed mode.
+  push messages; in RESP2 the connection enters subscribed mode. An
+  eventual table's events end with the winning write's hybrid logical
+  clock stamp, ``ms.counter@origin`` (its revisions are this node's own).
   On a sharded node it covers every group (:mod:`amber.server.shard_watch`):
   each message ends with two more fields, the event's group and the cursor
   that resumes just after it (``g1:121,g2:99``), which ``FROM`` accepts.
@@ -34,6 +36,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ...errors import AmberError
+from ...store.lww import stamp_text
 from ...watch import Event, EventBatch
 from ..shard_watch import MergedWatch, ShardBatch, Start, parse_cursor
 from .keys import DEFAULT_TABLE, compile_glob, join_key, split_key
@@ -314,6 +317,8 @@ def _message(spec: bytes, event: Event, prev: bool) -> list[Any]:
     ]
     if prev:
         message.append(_json_or_none(event.prev_value))
+    if event.stamp is not None:  # an eventual table: the winning write's HLC, ms.counter@origin
+        message.append(stamp_text(event.stamp).encode())
     return message
 
 

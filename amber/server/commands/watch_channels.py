@@ -122,6 +122,8 @@ def _payload(event: Event, shard: str | None = None, cursor: str | None = None) 
         "value": event.value,
         "diff": event.diff,
     }
+    if event.stamp is not None:  # an eventual table: who wrote it, and when (HLC)
+        body.update(origin=event.origin, hlc=event.hlc)
     if shard is not None:
         body.update(shard=shard, cursor=cursor)
     return dump_json(body).encode()

@@ -80,6 +80,9 @@ def _event_data(revision: int, event: Event, shard: str | None = None) -> str:
         "prev_value": event.prev_value,
         "diff": event.diff,
     }
+    if event.stamp is not None:  # an eventual table: who wrote it, and when (HLC)
+        body["origin"] = event.origin
+        body["hlc"] = event.hlc
     if shard is not None:
         body["shard"] = shard
     return dumps(body)
