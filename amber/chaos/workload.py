@@ -19,6 +19,16 @@ timeout, or restarted), resumes ``FROM`` the last revision it saw and skips
 the events of that revision it already has, so the stream stays gap-free.
 A ``COMPACTED`` answer ends the stream and is recorded.
 
+**Shards.** Given the Raft groups (``groups``), a client routes like a
+Redis Cluster client: it remembers which group serves a key's slot, learnt
+from ``MOVED`` replies, and sends there (to any member of the group:
+followers forward). A ``MOVED`` reply means the command was not applied, so
+the client re-sends it within the same operation (one invoke, one
+completion), at most :data:`MAX_HOPS` times. ``AMBER.TXN`` names no key in
+its arguments, so a server never answers it ``MOVED``: sent to the wrong
+group its compare fails (``CONDITION``, nothing applied) — the route learnt
+from the key's reads and writes sends it to the right one.
+
 Each client sends one operation at a time (``rate`` per second at most)
 with a short socket timeout; :func:`~amber.chaos.wire.outcome` decides
 ``fail`` or ``info`` on errors. Every loop stops at a deadline.
@@ -39,11 +49,13 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from ..cluster.slots import key_slot
 from ..replication.local import LocalNode
 from .history import Function, HistoryWriter, Record, RecordType
 from .wire import error_code, outcome, resp_client
 
 __all__ = [
+    "MAX_HOPS",
     "SET_KEY",
     "NodeWatch",
     "Recorder",
@@ -54,6 +66,8 @@ __all__ = [
 ]
 
 SET_KEY = "s"
+#: ``MOVED`` redirects one operation follows before it gives up (``fail``).
+MAX_HOPS = 3
 
 
 def register_key(i: int) -> str:
@@ -120,6 +134,7 @@ class RegisterClient(threading.Thread):
         timeout: float = 2.5,
         max_ops: int = 100_000,
         stop: threading.Event | None = None,
+        groups: Callable[[], list[list[LocalNode]]] | None = None,
     ) -> None:
         super().__init__(name=f"chaos-client-{process}", daemon=True)
         self.process = process
@@ -132,8 +147,13 @@ class RegisterClient(threading.Thread):
         self.timeout = timeout
         self.max_ops = max_ops
         self.stop_event = stop or threading.Event()
+        self.groups = groups
         self.hops = 0
         self.ops = 0
+        #: ``MOVED`` replies followed.
+        self.redirects = 0
+        #: Slot -> index of the group that last said it serves it (from ``MOVED``).
+        self._route: dict[int, int] = {}
         self._counter = 0
         self._seen: dict[str, int] = {}
         self._clients: dict[int, redis.Redis] = {}
@@ -142,13 +162,18 @@ class RegisterClient(threading.Thread):
         self._counter += 1
         return self.process * 10_000_000 + self._counter
 
-    def _client(self) -> redis.Redis:
+    def _client(self, wire_key: str) -> tuple[redis.Redis, int]:
+        """A client for ``wire_key``'s group if known (else any member), and its port."""
         members = self.members()
+        if self.groups is not None:
+            group = self._route.get(key_slot(wire_key.encode()))
+            if group is not None:
+                members = self.groups()[group]
         node = members[(self.process + self.hops) % len(members)]
         client = self._clients.get(node.resp_port)
         if client is None:
             client = self._clients[node.resp_port] = resp_client(node, self.timeout)
-        return client
+        return client, node.resp_port
 
     def run(self) -> None:
         try:
@@ -175,7 +200,8 @@ class RegisterClient(threading.Thread):
         key = register_key(self.rng.randrange(self.keys))
         if roll < 0.15:
             element = self._unique()
-            return self._do("add", SET_KEY, element, ("SET", f"s:e{element}", "1"))
+            wire = f"{SET_KEY}:e{element}"
+            return self._do("add", SET_KEY, element, ("SET", wire, "1"), wire)
         if roll < 0.5:
             return self._do("read", key, None, ("GET", key))
         expected = self._seen.get(key)
@@ -188,11 +214,43 @@ class RegisterClient(threading.Thread):
         }
         return self._do("cas", key, [expected, new], ("AMBER.TXN", json.dumps(spec)))
 
-    def _do(self, f: Function, key: str, value: Any, command: tuple[str, ...]) -> bool:
+    def _send(self, wire_key: str, command: tuple[str, ...]) -> Any:
+        """Send ``command``, following ``MOVED`` (not applied) up to :data:`MAX_HOPS` times."""
+        for hop in range(MAX_HOPS + 1):
+            client, port = self._client(wire_key)
+            try:
+                reply = client.execute_command(*command)
+            except redis.exceptions.MovedError as exc:
+                if self.groups is None or hop == MAX_HOPS:
+                    raise
+                self._learn(wire_key, exc.port)
+                self.redirects += 1
+                continue
+            if self.groups is not None:
+                self._learn(wire_key, port)  # it served the key: its group owns the slot
+            return reply
+        raise AssertionError("unreachable")
+
+    def _learn(self, wire_key: str, port: int) -> None:
+        """Remember that the group of the member at ``port`` serves ``wire_key``'s slot."""
+        assert self.groups is not None
+        for index, group in enumerate(self.groups()):
+            if any(n.resp_port == port for n in group):
+                self._route[key_slot(wire_key.encode())] = index
+                return
+
+    def _do(
+        self,
+        f: Function,
+        key: str,
+        value: Any,
+        command: tuple[str, ...],
+        wire_key: str | None = None,
+    ) -> bool:
         recorder = self.recorder
         recorder.add(self.process, "invoke", f, key, value)
         try:
-            reply = self._client().execute_command(*command)
+            reply = self._send(wire_key or key, command)
         except (redis.RedisError, OSError) as exc:
             kind = outcome(f, exc)
             recorder.error(f"{f}:{error_code(exc)}")
