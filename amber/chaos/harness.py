@@ -23,9 +23,10 @@ With ``shards`` S > 1 the cluster is S Raft groups of ``nodes`` members
 each, speaking the Redis Cluster protocol (a key another group owns answers
 ``MOVED``, which the clients follow). Everything above is then per group:
 a leader in every group, every group's members settled on their group's
-revision, the watch streams checked within each group
-(:func:`~amber.chaos.watchcheck.check_groups`). The final reads go to each
-key's owner, and the set's read-set is the union over the groups of the
+revision, one ``LOCAL`` watch per member (its group's stream) plus a merged
+watch (every group's, as clients see it) on the first member of each group,
+all checked within each group (:func:`~amber.chaos.watchcheck.check_groups`).
+The final reads go to each key's owner, and the set's read-set is the union over the groups of the
 ``s:*`` keys in the slots each group serves (copies left behind by an
 interrupted move do not count). The ``reshard`` nemesis moves slots
 between groups; :meth:`~amber.chaos.nemesis.Nemesis.heal_all` leaves none
@@ -233,7 +234,7 @@ def run(options: ChaosOptions, log: Callable[[str], None] = lambda _: None) -> C
         log(f"{what} up in {timings['startup']:.1f}s; running the workload")
         workload_end = time.monotonic() + options.seconds
         drain_deadline = workload_end + options.recovery_timeout + 60
-        watches = [NodeWatch(n, stop=stop, deadline=drain_deadline) for n in cluster.nodes]
+        watches = _watches(cluster, stop, drain_deadline)
         for watch in watches:
             watch.start()
         recorder.origin = time.monotonic()
@@ -274,11 +275,11 @@ def run(options: ChaosOptions, log: Callable[[str], None] = lambda _: None) -> C
             notes.append("the final reads ran on a cluster that had not settled")
         _drain(cluster, watches, revisions, deadline=time.monotonic() + 20)
         notes.extend(
-            f"watch on {w.node.node_id} reached revision {w.last} of {target}"
+            f"{w.name} reached revision {w.lasts.get(g, 0)} of {g}'s {target}"
             for w in watches
-            if revisions is not None
-            and w.compacted is None
-            and w.last < (target := revisions[_group_name(cluster, w.node)])
+            if revisions is not None and w.compacted is None
+            for g, target in _targets(cluster, w, revisions).items()
+            if w.lasts.get(g, 0) < target
         )
     finally:
         stop.set()
@@ -290,8 +291,7 @@ def run(options: ChaosOptions, log: Callable[[str], None] = lambda _: None) -> C
         if proxies is not None:
             proxies.close()
         recorder.close()
-    streams, skipped = _streams(cluster, watches, revisions)
-    groups = {n.node_id: _group_name(cluster, n) for n in cluster.nodes} if sharded else {}
+    streams, skipped, groups = _streams(cluster, watches, revisions)
     final_revision: int | dict[str, int] | None = (
         revisions if sharded or revisions is None else revisions["g1"]
     )
@@ -576,37 +576,70 @@ def _served_set(client: redis.Redis, group: str) -> list[int]:
     return [int(raw.partition(b":e")[2]) for raw in keys if key_slot(raw) in owned]
 
 
+def _watches(cluster: LocalCluster, stop: threading.Event, deadline: float) -> list[NodeWatch]:
+    """One watch per node; with shards its group's (``LOCAL``), plus one merged watch (every
+    group's stream, what a client sees) on the first member of each group."""
+    if cluster.shards == 1:
+        return [NodeWatch(n, stop=stop, deadline=deadline) for n in cluster.nodes]
+    names = [f"g{g + 1}" for g in range(cluster.shards)]
+    local = [NodeWatch(n, stop=stop, deadline=deadline, scope="local") for n in cluster.nodes]
+    merged = [
+        NodeWatch(g[0], stop=stop, deadline=deadline, scope="merged", groups=names)
+        for g in cluster.groups()
+    ]
+    return local + merged
+
+
+def _targets(cluster: LocalCluster, watch: NodeWatch, revisions: dict[str, int]) -> dict[str, int]:
+    """The revision per group ``watch`` must reach (keys as in ``watch.lasts``)."""
+    if watch.scope == "merged":
+        return dict(revisions)
+    return {"": revisions[_group_name(cluster, watch.node)]}
+
+
 def _drain(
     cluster: LocalCluster,
     watches: list[NodeWatch],
     revisions: dict[str, int] | None,
     deadline: float,
 ) -> None:
-    """Wait until every live watch has reached its group's revision and gone quiet."""
+    """Wait until every live watch has reached its groups' revisions and gone quiet."""
     if revisions is None:
         return
     for watch in watches:
-        revision = revisions[_group_name(cluster, watch.node)]
+        targets = _targets(cluster, watch, revisions)
         while time.monotonic() < deadline and watch.is_alive():
             quiet = time.monotonic() - watch.last_event_at
-            if watch.last >= revision and quiet > 0.5:
+            if all(watch.lasts.get(g, 0) >= t for g, t in targets.items()) and quiet > 0.5:
                 break
             time.sleep(0.1)
 
 
 def _streams(
     cluster: LocalCluster, watches: list[NodeWatch], revisions: dict[str, int] | None
-) -> tuple[dict[str, list[dict[str, Any]]], dict[str, str]]:
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, str], dict[str, str]]:
+    """The checked streams (up to each group's final revision), the ones left out and why,
+    and (with shards) each stream's group: a merged watch is split into one stream per
+    group, named ``<node>+merged/<group>``."""
     streams: dict[str, list[dict[str, Any]]] = {}
     skipped: dict[str, str] = {}
+    groups: dict[str, str] = {}
     for watch in watches:
-        node_id = watch.node.node_id
+        name = watch.node.node_id + ("+merged" if watch.scope == "merged" else "")
         if watch.compacted is not None:
-            skipped[node_id] = f"resume answered {watch.compacted}"
+            skipped[name] = f"resume answered {watch.compacted}"
             continue
-        events = watch.events
-        if revisions is not None:
-            final = revisions[_group_name(cluster, watch.node)]
-            events = [e for e in events if e["revision"] <= final]
-        streams[node_id] = events
-    return streams, skipped
+        parts: dict[str, list[dict[str, Any]]] = {}
+        if watch.scope == "merged":
+            for event in watch.events:
+                group = event["group"]
+                parts.setdefault(group, []).append({k: v for k, v in event.items() if k != "group"})
+        else:
+            parts[_group_name(cluster, watch.node)] = watch.events
+        for group, events in sorted(parts.items()):
+            stream = f"{name}/{group}" if watch.scope == "merged" else name
+            final = None if revisions is None else revisions[group]
+            streams[stream] = [e for e in events if final is None or e["revision"] <= final]
+            if cluster.shards > 1:
+                groups[stream] = group
+    return streams, skipped, groups

@@ -17,7 +17,8 @@ History keys are the wire keys (``r:k3``).
 and, whenever the connection drops (the node was killed, paused past the
 timeout, or restarted), resumes ``FROM`` the last revision it saw and skips
 the events of that revision it already has, so the stream stays gap-free.
-A ``COMPACTED`` answer ends the stream and is recorded.
+A ``COMPACTED`` answer ends the stream and is recorded. On a sharded node
+it watches its own group (``LOCAL``) or every group merged (see the class).
 
 **Shards.** Given the Raft groups (``groups``), a client routes like a
 Redis Cluster client: it remembers which group serves a key's slot, learnt
@@ -41,9 +42,9 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import redis
 from redis.backoff import NoBackoff
@@ -283,23 +284,47 @@ def read_set(client: redis.Redis) -> list[int]:
 
 
 class NodeWatch(threading.Thread):
-    """``AMBER.WATCH * FROM 1`` on one node, resumed across drops; see the module doc."""
+    """``AMBER.WATCH * FROM 1`` on one node, resumed across drops; see the module doc.
 
-    def __init__(self, node: LocalNode, *, stop: threading.Event, deadline: float) -> None:
-        super().__init__(name=f"chaos-watch-{node.node_id}", daemon=True)
+    On a sharded node ``scope`` says which stream: ``local`` (``LOCAL``: the
+    node's own group, with its revisions) or ``merged`` (every group's, each
+    event tagged with its group; resumed with a cursor naming each of
+    ``groups``). Revisions and the events already seen are tracked per group
+    (``""`` when there is one stream of one group).
+    """
+
+    def __init__(
+        self,
+        node: LocalNode,
+        *,
+        stop: threading.Event,
+        deadline: float,
+        scope: Literal["all", "local", "merged"] = "all",
+        groups: Sequence[str] = (),
+    ) -> None:
+        suffix = "" if scope == "all" else f"-{scope}"
+        super().__init__(name=f"chaos-watch-{node.node_id}{suffix}", daemon=True)
         self.node = node
         self.stop_event = stop
         self.deadline = deadline
+        self.scope = scope
+        self.groups = list(groups)
         self.events: list[dict[str, Any]] = []
         self.compacted: str | None = None
         self.reconnects = 0
-        self.last = 0
+        #: Per group: the last revision seen, and how many of its events.
+        self.lasts: dict[str, int] = {}
+        self._seen_at_last: dict[str, int] = {}
         self.last_event_at = time.monotonic()
-        self._seen_at_last = 0
+
+    @property
+    def last(self) -> int:
+        """The last revision seen (of the one group of a non-merged stream)."""
+        return self.lasts.get("", 0)
 
     def run(self) -> None:
         conn: redis.Connection | None = None
-        skip = 0
+        skip: dict[str, int] = {}
         while not self.stop_event.is_set() and time.monotonic() < self.deadline:
             if conn is None:
                 try:
@@ -313,7 +338,7 @@ class NodeWatch(threading.Thread):
                 except (redis.RedisError, OSError):
                     self.stop_event.wait(0.3)
                     continue
-                skip = self._seen_at_last
+                skip = dict(self._seen_at_last)
             try:
                 if not conn.can_read(timeout=0.3):
                     continue
@@ -330,13 +355,15 @@ class NodeWatch(threading.Thread):
             if not isinstance(message, list) or not message:
                 continue
             if message[0] == b"amber.watch" and len(message) >= 7:
+                group = message[7].decode() if self.scope == "merged" else ""
                 revision = int(message[2])
-                if revision < self.last:
+                last = self.lasts.get(group, 0)
+                if revision < last:
                     continue
-                if revision == self.last and skip > 0:
-                    skip -= 1
+                if revision == last and skip.get(group, 0) > 0:
+                    skip[group] -= 1
                     continue
-                self._accept(revision, message)
+                self._accept(group, revision, message)
             elif message[0] == b"amber.watch.error":
                 text = message[2].decode("utf-8", "replace") if len(message) > 2 else ""
                 if text.startswith("Compacted"):
@@ -348,6 +375,13 @@ class NodeWatch(threading.Thread):
         if conn is not None:
             conn.disconnect()
 
+    def _start(self) -> tuple[str, ...]:
+        """``FROM`` the last revision seen (its events already seen are skipped)."""
+        if self.scope == "merged":
+            cursor = ",".join(f"{g}:{max(self.lasts.get(g, 0), 1)}" for g in self.groups)
+            return ("FROM", cursor)
+        return ("FROM", str(max(self.last, 1)), *(("LOCAL",) if self.scope == "local" else ()))
+
     def _open(self) -> redis.Connection:
         conn = redis.Connection(
             host=self.node.host,
@@ -358,7 +392,7 @@ class NodeWatch(threading.Thread):
         )
         conn.connect()
         try:
-            conn.send_command("AMBER.WATCH", "*", "FROM", max(self.last, 1))
+            conn.send_command("AMBER.WATCH", "*", *self._start())
             reply = conn.read_response(push_request=True)
         except BaseException:
             conn.disconnect()
@@ -368,22 +402,23 @@ class NodeWatch(threading.Thread):
             raise reply
         return conn
 
-    def _accept(self, revision: int, message: list[Any]) -> None:
-        if revision != self.last:
-            self.last, self._seen_at_last = revision, 0
-        self._seen_at_last += 1
+    def _accept(self, group: str, revision: int, message: list[Any]) -> None:
+        if revision != self.lasts.get(group, 0):
+            self.lasts[group], self._seen_at_last[group] = revision, 0
+        self._seen_at_last[group] += 1
         name = message[3].decode()
         table, sep, key = name.partition(":")
         if not sep:
             table, key = "default", name
         raw = message[5]
-        self.events.append(
-            {
-                "revision": revision,
-                "table": table,
-                "key": key,
-                "type": message[4].decode(),
-                "value": None if raw is None else json.loads(raw),
-            }
-        )
+        event = {
+            "revision": revision,
+            "table": table,
+            "key": key,
+            "type": message[4].decode(),
+            "value": None if raw is None else json.loads(raw),
+        }
+        if group:
+            event["group"] = group
+        self.events.append(event)
         self.last_event_at = time.monotonic()

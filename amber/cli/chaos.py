@@ -67,9 +67,10 @@ def chaos(  # noqa: PLR0917 - typer maps parameters to options
     Redis Cluster protocol; clients follow MOVED, the reshard nemesis moves
     slot ranges holding registers between groups (amber cluster reshard's
     mover, back and forth), a kill or pause hits one group's leader or any
-    member, a partition splits one group; membership is not supported. The
-    watch streams are checked per group. report.json names which group held
-    which register at the start and at the end, and the moves made.
+    member, a partition splits one group; membership is not supported. Each
+    member's own-group watch (LOCAL) and one merged watch per group are
+    checked per group. report.json names which group held which register
+    at the start and at the end, and the moves made.
 
     With --nodes 1 --nemesis crash it runs one plain (non-cluster) server instead,
     through a test hook (AMBER_TEST_VOLATILE_FILES=1, not a user setting)
