@@ -131,3 +131,16 @@ def test_a_reshard_under_load_with_kills_passes_the_checkers(tmp_path: Path):
     assert report["verdict"] == "valid" and report["reshards"] == result.reshards
     again = CliRunner().invoke(app, ["chaos", "--out", str(out), "--recheck"])
     assert again.exit_code == 0, again.output
+
+
+@pytest.mark.slow
+def test_three_groups_of_three_under_every_sharded_nemesis(tmp_path: Path):
+    """3 groups of 3, 40 s of reshard, kill, pause and partition (about 60 s)."""
+    options = ChaosOptions(
+        tmp_path / "3x3", nodes=3, shards=3, seconds=40, nemesis=SHARDED_KINDS, seed=8
+    )
+    result = run(options)
+    judgement = result.judgement
+    assert judgement.verdict == "valid", judgement.describe() + f"\nnotes: {result.notes}"
+    assert result.faults_injected >= 5 and result.reshards, result.faults
+    assert sum(1 for g in result.shards.values() if g["registers_at_start"]) >= 2
