@@ -16,11 +16,24 @@ each followed by a quiet gap:
 - ``crash`` (a single server, ``--nodes 1``, run on the volatile file layer:
   see :mod:`amber.chaos.single`): SIGKILL, which loses every byte not yet
   fsynced, as a power cut would; restart at the end of a shorter window.
+- ``reshard`` (a sharded cluster): move a slot range holding a register
+  key's slot to another group with :class:`~amber.cluster.reshard.Mover`,
+  in this thread, while the clients go on; every second reshard moves the
+  previous range back to where it came from, so slots go back and forth.
+  Target ``slots+kill`` also SIGKILLs a member of the source or target
+  group 0-0.3 s after the first step is done, likely in the middle of the
+  next (restarted at the end of the window), so moves are interrupted too.
+  A move that fails (a group without a leader) is recorded, and repaired
+  at its heal (or by the next move, or :meth:`Nemesis.heal_all`).
 - ``membership``: ``AMBER.CLUSTER REMOVE`` the member with the greatest raft
   address (leadership is transferred away first if it leads), stop it and
   wipe its folder; at the end of the window start it fresh and
   ``AMBER.CLUSTER ADD`` it again. Always that member, because it is the one
   every node knows by its real address when links run through proxies.
+  Not with shards (refused by ``amber chaos``).
+
+With shards, ``leader`` means the leader of one group (picked by the
+fault's ``pick``) and a partition splits the members of one group.
 
 :class:`Nemesis` executes a plan against a
 :class:`~amber.replication.local.LocalCluster` and records what actually
@@ -40,17 +53,36 @@ from typing import Any
 
 import redis
 
+from ..cluster.reshard import Mover
+from ..cluster.slots import SLOTS, key_slot
 from ..replication.local import LocalCluster, LocalNode
 from .proxy import ProxyNetwork
 from .wire import error_code, find_leader, resp_client, status
 
-__all__ = ["ALL_KINDS", "CRASH", "KINDS", "Fault", "FaultRecord", "Nemesis", "plan"]
+__all__ = [
+    "ALL_KINDS",
+    "CRASH",
+    "KINDS",
+    "RESHARD",
+    "SHARDED_KINDS",
+    "Fault",
+    "FaultRecord",
+    "Nemesis",
+    "plan",
+]
 
 #: The cluster nemeses (the default of ``amber chaos``).
 KINDS = ("kill", "pause", "partition", "membership")
 #: The single-server nemesis: a kill that loses un-fsynced bytes.
 CRASH = "crash"
-ALL_KINDS = (*KINDS, CRASH)
+#: Moves slots between groups (a sharded cluster only).
+RESHARD = "reshard"
+#: The default nemeses of a sharded run (membership is refused there).
+SHARDED_KINDS = ("kill", "pause", "partition", RESHARD)
+ALL_KINDS = (*KINDS, RESHARD, CRASH)
+#: Slots moved per mover step, and the widest range one reshard moves.
+_RESHARD_STEP = 64
+_RESHARD_WIDTH = (1, 400)
 #: A crashed server is down this long (it takes about a second to start again).
 _CRASH_WINDOW = (0.5, 2.0)
 _PARTITIONS = ("isolate-leader", "halves", "bridge")
@@ -108,6 +140,8 @@ def plan(
             target = "leader" if rng.random() < 0.5 else "random"
         elif kind == "partition":
             target = rng.choice(_PARTITIONS) if nodes >= 3 else "isolate-leader"
+        elif kind == RESHARD:
+            target = rng.choice(("slots", "slots+kill"))
         else:
             target = "newest"
         faults.append(Fault(round(t, 3), kind, target, round(duration, 3), rng.randrange(2**31)))
@@ -125,6 +159,9 @@ class FaultRecord:
     end: float | None = None
     detail: str = ""
     error: str | None = None
+    #: A reshard's move: ``first``, ``last``, ``target``, ``keys`` (registers in the
+    #: range), ``copied`` (keys the mover copied).
+    move: dict[str, Any] | None = None
 
     @property
     def injected(self) -> bool:
@@ -138,7 +175,7 @@ class FaultRecord:
             "healed_at": None if self.end is None else round(self.end, 3),
             "detail": self.detail,
             "error": self.error,
-        }
+        } | ({"move": self.move} if self.move is not None else {})
 
 
 class Nemesis:
@@ -151,8 +188,17 @@ class Nemesis:
         faults: Sequence[Fault],
         clock: Callable[[], float],
         log: Callable[[str], None] = lambda _: None,
+        *,
+        keys: Sequence[str] = (),
     ) -> None:
         self.cluster = cluster
+        #: Wire keys of the registers: a reshard moves a range holding one of them.
+        self.keys = list(keys)
+        #: What :meth:`heal_all` found and did (the harness reports it).
+        self.notes: list[str] = []
+        self._reshards = 0
+        #: The last range moved forward, and the group it came from.
+        self._outbound: tuple[int, int, str] | None = None
         self.proxies = proxies
         self.faults = list(faults)
         self.clock = clock
@@ -202,10 +248,15 @@ class Nemesis:
 
     # -- faults ----------------------------------------------------------------------
 
+    def _group(self, fault: Fault) -> list[LocalNode]:
+        """The group a fault hits: all members, or with shards one group by ``pick``."""
+        groups = self.cluster.groups()
+        return groups[fault.pick % len(groups)]
+
     def _target(self, fault: Fault) -> LocalNode:
         members = [n for n in self.members if n.running]
         if fault.target == "leader":
-            leader = find_leader(self.cluster, self.members, timeout=3.0)
+            leader = find_leader(self.cluster, self._group(fault), timeout=3.0)
             if leader is not None:
                 return leader
         return sorted(members, key=lambda n: n.node_id)[fault.pick % len(members)]
@@ -228,15 +279,20 @@ class Nemesis:
             self._partition(record)
         elif fault.kind == "membership":
             self._remove(record)
+        elif fault.kind == RESHARD:
+            self._reshard(record)
 
     def _partition(self, record: FaultRecord) -> None:
         if self.proxies is None:
             raise RuntimeError("partitions need the proxy network")
         fault = record.fault
-        ids = sorted(n.node_id for n in self.members)
+        group = self._group(fault)
+        ids = sorted(n.node_id for n in group)
+        if len(ids) < 2:
+            raise RuntimeError("a partition needs two members in a group")
         rng = random.Random(fault.pick)
         if fault.target == "isolate-leader":
-            leader = find_leader(self.cluster, self.members, timeout=3.0)
+            leader = find_leader(self.cluster, group, timeout=3.0)
             alone = leader.node_id if leader is not None else rng.choice(ids)
             groups = [[alone], [i for i in ids if i != alone]]
         else:
@@ -258,6 +314,8 @@ class Nemesis:
         record.nodes = sorted({n for link in cut for n in link})
 
     def _remove(self, record: FaultRecord) -> None:
+        if self.cluster.shards > 1:
+            raise RuntimeError("the membership nemesis does not run with shards")
         node = max(self.members, key=lambda n: n.raft_address)
         record.nodes = [node.node_id]
         leader = find_leader(self.cluster, self.members, timeout=5.0)
@@ -288,6 +346,87 @@ class Nemesis:
             time.sleep(0.05)
         raise RuntimeError(f"leadership did not move away from {node.node_id} in 8 s")
 
+    def _mover(self) -> Mover:
+        """A mover seeded at a running member; every call bounded (5 s of retries)."""
+        seed = next((n for n in self.members if n.running), self.members[0])
+        return Mover(f"{seed.host}:{seed.resp_port}", step=_RESHARD_STEP, timeout=5.0)
+
+    def _reshard(self, record: FaultRecord) -> None:
+        """Move a range holding a register's slot away, or (every second time) back."""
+        if self.cluster.shards < 2:
+            raise RuntimeError("the reshard nemesis needs shards")
+        rng = random.Random(record.fault.pick)
+        mover = self._mover()
+        try:
+            states = mover.repair(mover.states())
+            owners = mover.owners(states)
+            if self._reshards % 2 and self._outbound is not None:
+                first, last, target = self._outbound
+                self._outbound = None
+            else:
+                slot = key_slot(rng.choice(self.keys or ["r:k0"]).encode())
+                width = rng.randint(*_RESHARD_WIDTH)
+                first = max(0, slot - rng.randrange(width))
+                last = min(SLOTS - 1, first + width - 1)
+                source = owners[slot]
+                target = rng.choice(sorted(g for g in states if g != source))
+                self._outbound = (first, last, source)
+            self._reshards += 1
+            keys = sorted(k for k in self.keys if first <= key_slot(k.encode()) <= last)
+            sources = sorted({owners[s] for s in range(first, last + 1)} - {target})
+            record.nodes = sorted(
+                n.node_id
+                for g, group in enumerate(self.cluster.groups())
+                if f"g{g + 1}" in (target, *sources)
+                for n in group
+            )
+            record.move = {"first": first, "last": last, "target": target, "keys": keys}
+            record.detail = f"slots {first}-{last} {','.join(sources) or target} -> {target}"
+            killer: list[threading.Timer] = []
+            if record.fault.target == "slots+kill":
+                victim = sorted(record.nodes)[rng.randrange(len(record.nodes))]
+                delay = rng.uniform(0.0, 0.3)
+                mover.progress = self._kill_later(record, victim, delay, killer)
+            record.start = self.clock()
+            try:
+                record.move["copied"] = mover.reshard(first, last, target)
+                record.detail += f", {record.move['copied']} keys copied"
+            finally:
+                for timer in killer:
+                    timer.join(2.0)  # the kill is in ``_killed`` before the heal looks
+        finally:
+            mover.close()
+
+    def _kill_later(
+        self, record: FaultRecord, node_id: str, delay: float, timers: list[threading.Timer]
+    ) -> Callable[[str], None]:
+        """A mover progress callback: ``delay`` s after the first step, kill ``node_id``."""
+
+        def kill() -> None:
+            self.cluster.kill(self.cluster.node(node_id))
+            with self._lock:
+                self._killed.add(node_id)
+            record.detail += f", killed {node_id} {delay:.2f}s after the first step"
+
+        def progress(_line: str) -> None:
+            if not timers:
+                timers.append(threading.Timer(delay, kill))
+                timers[0].start()
+
+        return progress
+
+    def repair(self) -> str:
+        """Finish or cancel an interrupted move (see ``Mover.repair``); what is left over."""
+        mover = self._mover()
+        try:
+            states = mover.repair(mover.states())
+        finally:
+            mover.close()
+        left = {g: (len(s.frozen), len(s.importing)) for g, s in states.items()}
+        return ", ".join(
+            f"{g}: {f} slots frozen, {i} importing" for g, (f, i) in left.items() if f or i
+        )
+
     # -- healing ---------------------------------------------------------------------
 
     def _heal(self, record: FaultRecord) -> None:
@@ -300,6 +439,14 @@ class Nemesis:
             self.proxies.heal()
         elif kind == "membership":
             self._rejoin(record)
+        elif kind == RESHARD:
+            self._restart_killed()
+            if record.error is None:
+                return
+            for group in self.cluster.groups():
+                find_leader(self.cluster, group, timeout=15.0)
+            left = self.repair()
+            record.detail += "; repaired" + (f", still {left}" if left else "")
 
     def _restart_killed(self) -> None:
         for node_id in sorted(self._killed):
@@ -347,6 +494,27 @@ class Nemesis:
             self.cluster.resume(node)
         self._restart_killed()
         self._rejoin(None)
+        if self.cluster.shards > 1:
+            self._repair_all()
+
+    def _repair_all(self) -> None:
+        """Leave no slot frozen or importing: wait for every group's leader, then repair."""
+        for group in self.cluster.groups():
+            if find_leader(self.cluster, group, timeout=30.0) is None:
+                self.notes.append(f"no leader in {[n.node_id for n in group]} before the repair")
+        error: Exception | None = None
+        for _ in range(3):
+            try:
+                left = self.repair()
+            except (redis.RedisError, OSError, RuntimeError) as exc:
+                error = exc
+                time.sleep(1.0)
+                continue
+            if left:
+                self.notes.append(f"after the final repair: {left}")
+            return
+        code = error_code(error) if error is not None else "?"
+        self.notes.append(f"the final repair failed: {code}: {error}")
 
 
 def _is_member(leader: LocalNode, node: LocalNode) -> bool:

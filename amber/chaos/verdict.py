@@ -80,13 +80,25 @@ def judge(
     table: str = "r",
     skipped_streams: Mapping[str, str] | None = None,
     budget: float = 60.0,
+    groups: Mapping[str, str] | None = None,
+    owners: Mapping[str, str] | None = None,
 ) -> Judgement:
-    """Run the linearizability, durability and watch checkers; see the module doc."""
+    """Run the linearizability, durability and watch checkers; see the module doc.
+
+    A sharded run passes ``groups`` (node -> Raft group) and ``owners`` (key
+    -> the group serving it at the end): the watch streams are then checked
+    per group (:func:`~amber.chaos.watchcheck.check_groups`).
+    """
     operations = pair(records)
     lin = linearizable.check(operations, budget=budget)
     registers = durability.check_registers(operations)
     sets = durability.check_sets(records)
-    watch = watchcheck.check_watch(streams, final_state, table=table, merge_values="result")
+    if groups:
+        watch = watchcheck.check_groups(
+            streams, final_state, groups, owners or {}, table=table, merge_values="result"
+        )
+    else:
+        watch = watchcheck.check_watch(streams, final_state, table=table, merge_values="result")
     counts: dict[str, Counter[str]] = {}
     for record in records:
         if record.type != "invoke":
@@ -116,11 +128,19 @@ def save_watch(
     streams: Mapping[str, Sequence[Mapping[str, Any]]],
     final_state: Mapping[str, Any],
     skipped_streams: Mapping[str, str],
-    final_revision: int | None,
+    final_revision: int | dict[str, int] | None,
+    *,
+    groups: Mapping[str, str] | None = None,
+    owners: Mapping[str, str] | None = None,
 ) -> None:
-    """Write ``watch.json``: what :func:`recheck` needs besides the history."""
+    """Write ``watch.json``: what :func:`recheck` needs besides the history.
+
+    A sharded run's ``final_revision`` is one per group.
+    """
     document = {
         "final_revision": final_revision,
+        "groups": dict(groups or {}),
+        "owners": dict(owners or {}),
         "final_state": dict(final_state),
         "skipped_streams": dict(skipped_streams),
         "streams": {node: list(events) for node, events in streams.items()},
@@ -145,4 +165,6 @@ def recheck(folder: Path, *, budget: float = 60.0) -> Judgement:
         watch.get("final_state", {}),
         skipped_streams=watch.get("skipped_streams", {}),
         budget=budget,
+        groups=watch.get("groups") or None,
+        owners=watch.get("owners") or None,
     )

@@ -17,6 +17,16 @@ revision. The checks:
    sets, ``merge`` applies the RFC 7396 patch, ``delete``/``expire``
    remove) gives exactly ``final_state``.
 
+**Shards.** Each Raft group has its own revisions, so
+:func:`check_groups` runs the checks per group, over its members' streams.
+Slots move between groups: a group's stream holds the keys it served at
+any time (a key moved in arrives as a ``put`` of the copied value at the
+target, since the copy is written through its log; the copies the old
+owner drops afterwards are silent), so the replay of a group is compared
+with the final state only on the keys that group serves at the end
+(``owned``), and every key of the final state must be served by some
+group. Unsharded runs pass no ``owned``: the check is unchanged.
+
 A ``merge`` event's value is taken as the patch; pass
 ``merge_values="result"`` if the stream carries the value after the merge
 (as Amber's :class:`~amber.watch.Event` ``value`` does), which then replays
@@ -26,14 +36,14 @@ like a ``put``.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..errors import InvalidArgument
 from ..model import json_equal, merge_patch, thaw
 
-__all__ = ["WatchProblem", "WatchResult", "check_watch"]
+__all__ = ["WatchProblem", "WatchResult", "check_groups", "check_watch"]
 
 _TYPES = frozenset({"put", "merge", "delete", "expire"})
 #: Problems of one kind listed per node before the rest are only counted.
@@ -122,14 +132,18 @@ def check_watch(
     table: str | None = None,
     first_revision: int = 1,
     merge_values: Literal["patch", "result"] = "patch",
+    owned: Collection[str] | None = None,
 ) -> WatchResult:
     """Run the three checks of the module doc on ``streams`` (node name -> events).
 
     ``final_state`` is keyed by key alone, so when the events span several
     tables pass ``table`` to say which one it describes (the other tables
-    still go through checks 1 and 2). Malformed events raise
-    :class:`~amber.errors.InvalidArgument`.
+    still go through checks 1 and 2). With ``owned`` (the keys of ``table``
+    the streams' group serves at the end) the replay is compared on those
+    keys only. Malformed events raise :class:`~amber.errors.InvalidArgument`.
     """
+    if owned is not None:
+        final_state = {k: v for k, v in final_state.items() if k in owned}
     problems: list[WatchProblem] = []
     ranges: dict[str, tuple[int, int] | None] = {}
     union: dict[int, tuple[str, list[_Change]]] = {}
@@ -162,7 +176,7 @@ def check_watch(
         _merge_into(union, node, revisions, problems)
     if union:
         problems.extend(_coverage(union, first_revision))
-        problems.extend(_replay(union, final_state, table, merge_values))
+        problems.extend(_replay(union, final_state, table, merge_values, owned))
     elif final_state:
         problems.append(WatchProblem("replay", None, "no events, but the final state is not empty"))
     return WatchResult(ranges, total, problems)
@@ -227,6 +241,7 @@ def _replay(
     final_state: Mapping[str, Any],
     table: str | None,
     merge_values: Literal["patch", "result"],
+    owned: Collection[str] | None = None,
 ) -> list[WatchProblem]:
     tables = sorted({c[0] for _, changes in union.values() for c in changes})
     if table is None and len(tables) > 1:
@@ -245,6 +260,8 @@ def _replay(
                 state[key] = thaw(merge_patch(state.get(key), value))
             else:
                 state.pop(key, None)
+    if owned is not None:
+        state = {k: v for k, v in state.items() if k in owned}
     missing = sorted(state.keys() - final_state.keys())
     extra = sorted(final_state.keys() - state.keys())
     differ = sorted(
@@ -271,3 +288,45 @@ def _replay(
     if len(differ) > 10:
         problems.append(WatchProblem("replay", None, f"... {len(differ) - 10} more keys differ"))
     return problems
+
+
+def check_groups(
+    streams: Mapping[str, Sequence[Mapping[str, Any]]],
+    final_state: Mapping[str, Any],
+    groups: Mapping[str, str],
+    owners: Mapping[str, str],
+    *,
+    table: str | None = None,
+    merge_values: Literal["patch", "result"] = "patch",
+) -> WatchResult:
+    """:func:`check_watch` per Raft group of a sharded run; see the module doc.
+
+    ``groups`` names each node's group, ``owners`` the group that serves
+    each key of ``final_state`` at the end.
+    """
+    ranges: dict[str, tuple[int, int] | None] = {}
+    problems: list[WatchProblem] = []
+    events = 0
+    unowned = sorted(k for k in final_state if k not in owners)
+    if unowned:
+        problems.append(
+            WatchProblem("replay", None, f"no group serves final-state keys {unowned[:10]}")
+        )
+    for group in sorted(set(groups.values())):
+        result = check_watch(
+            {node: s for node, s in streams.items() if groups.get(node) == group},
+            final_state,
+            table=table,
+            merge_values=merge_values,
+            owned={k for k, g in owners.items() if g == group},
+        )
+        ranges.update(result.ranges)
+        events += result.events
+        problems.extend(
+            p if p.node is not None else WatchProblem(p.kind, None, f"group {group}: {p.message}")
+            for p in result.problems
+        )
+    strays = sorted(set(streams) - set(groups))
+    if strays:
+        problems.append(WatchProblem("coverage", None, f"streams of no known group: {strays}"))
+    return WatchResult(ranges, events, problems)

@@ -11,8 +11,9 @@ operation, Jepsen-style:
 
 - a connection that was never established (``… connecting to …``): the
   command was not sent → ``fail``;
-- ``TRYAGAIN`` (:class:`~amber.errors.Unavailable`: certainly not applied)
-  and ``CONDITION`` (a cas whose compare did not hold) → ``fail``;
+- ``TRYAGAIN`` (:class:`~amber.errors.Unavailable`, or a slot frozen for a
+  move: certainly not applied), ``MOVED`` (another group owns the key; the
+  workload follows it) and ``CONDITION`` (a cas whose compare did not hold) → ``fail``;
 - ``UNKNOWN`` (:class:`~amber.errors.UnknownOutcome`), a timeout or a lost
   connection, or any other error → ``info`` for writes, cas and adds;
 - any error on a read → ``fail``: a read has no effect.
@@ -45,8 +46,21 @@ def resp_client(node: LocalNode, timeout: float = 2.5) -> redis.Redis:
     )
 
 
+#: Replies redis-py turns into their own class, dropping the code from the message.
+_CLUSTER_CODES: tuple[tuple[type[redis.ResponseError], str], ...] = (
+    (redis.exceptions.MovedError, "MOVED"),  # before AskError: it is a subclass
+    (redis.exceptions.AskError, "ASK"),
+    (redis.exceptions.TryAgainError, "TRYAGAIN"),
+    (redis.exceptions.ClusterDownError, "CLUSTERDOWN"),
+    (redis.exceptions.ClusterCrossSlotError, "CROSSSLOT"),
+)
+
+
 def error_code(exc: BaseException) -> str:
     """A short name for an error: the reply's first word, or the exception's class."""
+    for cls, code in _CLUSTER_CODES:
+        if isinstance(exc, cls):
+            return code
     if isinstance(exc, redis.ResponseError):
         return str(exc).split(" ", 1)[0] or "ERR"
     if isinstance(exc, redis.RedisError) and "connecting to" in str(exc):
@@ -59,7 +73,7 @@ def outcome(f: str, exc: BaseException) -> Literal["fail", "info"]:
     if f in ("read", "read-set"):
         return "fail"
     code = error_code(exc)
-    return "fail" if code in ("TRYAGAIN", "CONDITION", "connect") else "info"
+    return "fail" if code in ("TRYAGAIN", "MOVED", "CONDITION", "connect") else "info"
 
 
 def status(node: LocalNode, timeout: float = 2.0) -> dict[str, Any]:

@@ -17,7 +17,18 @@ History keys are the wire keys (``r:k3``).
 and, whenever the connection drops (the node was killed, paused past the
 timeout, or restarted), resumes ``FROM`` the last revision it saw and skips
 the events of that revision it already has, so the stream stays gap-free.
-A ``COMPACTED`` answer ends the stream and is recorded.
+A ``COMPACTED`` answer ends the stream and is recorded. On a sharded node
+it watches its own group (``LOCAL``) or every group merged (see the class).
+
+**Shards.** Given the Raft groups (``groups``), a client routes like a
+Redis Cluster client: it remembers which group serves a key's slot, learnt
+from ``MOVED`` replies, and sends there (to any member of the group:
+followers forward). A ``MOVED`` reply means the command was not applied, so
+the client re-sends it within the same operation (one invoke, one
+completion), at most :data:`MAX_HOPS` times. ``AMBER.TXN`` names no key in
+its arguments, so a server never answers it ``MOVED``: sent to the wrong
+group its compare fails (``CONDITION``, nothing applied) — the route learnt
+from the key's reads and writes sends it to the right one.
 
 Each client sends one operation at a time (``rate`` per second at most)
 with a short socket timeout; :func:`~amber.chaos.wire.outcome` decides
@@ -31,19 +42,21 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from ..cluster.slots import key_slot
 from ..replication.local import LocalNode
 from .history import Function, HistoryWriter, Record, RecordType
 from .wire import error_code, outcome, resp_client
 
 __all__ = [
+    "MAX_HOPS",
     "SET_KEY",
     "NodeWatch",
     "Recorder",
@@ -54,6 +67,8 @@ __all__ = [
 ]
 
 SET_KEY = "s"
+#: ``MOVED`` redirects one operation follows before it gives up (``fail``).
+MAX_HOPS = 3
 
 
 def register_key(i: int) -> str:
@@ -120,6 +135,7 @@ class RegisterClient(threading.Thread):
         timeout: float = 2.5,
         max_ops: int = 100_000,
         stop: threading.Event | None = None,
+        groups: Callable[[], list[list[LocalNode]]] | None = None,
     ) -> None:
         super().__init__(name=f"chaos-client-{process}", daemon=True)
         self.process = process
@@ -132,8 +148,13 @@ class RegisterClient(threading.Thread):
         self.timeout = timeout
         self.max_ops = max_ops
         self.stop_event = stop or threading.Event()
+        self.groups = groups
         self.hops = 0
         self.ops = 0
+        #: ``MOVED`` replies followed.
+        self.redirects = 0
+        #: Slot -> index of the group that last said it serves it (from ``MOVED``).
+        self._route: dict[int, int] = {}
         self._counter = 0
         self._seen: dict[str, int] = {}
         self._clients: dict[int, redis.Redis] = {}
@@ -142,13 +163,18 @@ class RegisterClient(threading.Thread):
         self._counter += 1
         return self.process * 10_000_000 + self._counter
 
-    def _client(self) -> redis.Redis:
+    def _client(self, wire_key: str) -> tuple[redis.Redis, int]:
+        """A client for ``wire_key``'s group if known (else any member), and its port."""
         members = self.members()
+        if self.groups is not None:
+            group = self._route.get(key_slot(wire_key.encode()))
+            if group is not None:
+                members = self.groups()[group]
         node = members[(self.process + self.hops) % len(members)]
         client = self._clients.get(node.resp_port)
         if client is None:
             client = self._clients[node.resp_port] = resp_client(node, self.timeout)
-        return client
+        return client, node.resp_port
 
     def run(self) -> None:
         try:
@@ -175,7 +201,8 @@ class RegisterClient(threading.Thread):
         key = register_key(self.rng.randrange(self.keys))
         if roll < 0.15:
             element = self._unique()
-            return self._do("add", SET_KEY, element, ("SET", f"s:e{element}", "1"))
+            wire = f"{SET_KEY}:e{element}"
+            return self._do("add", SET_KEY, element, ("SET", wire, "1"), wire)
         if roll < 0.5:
             return self._do("read", key, None, ("GET", key))
         expected = self._seen.get(key)
@@ -188,11 +215,43 @@ class RegisterClient(threading.Thread):
         }
         return self._do("cas", key, [expected, new], ("AMBER.TXN", json.dumps(spec)))
 
-    def _do(self, f: Function, key: str, value: Any, command: tuple[str, ...]) -> bool:
+    def _send(self, wire_key: str, command: tuple[str, ...]) -> Any:
+        """Send ``command``, following ``MOVED`` (not applied) up to :data:`MAX_HOPS` times."""
+        for hop in range(MAX_HOPS + 1):
+            client, port = self._client(wire_key)
+            try:
+                reply = client.execute_command(*command)
+            except redis.exceptions.MovedError as exc:
+                if self.groups is None or hop == MAX_HOPS:
+                    raise
+                self._learn(wire_key, exc.port)
+                self.redirects += 1
+                continue
+            if self.groups is not None:
+                self._learn(wire_key, port)  # it served the key: its group owns the slot
+            return reply
+        raise AssertionError("unreachable")
+
+    def _learn(self, wire_key: str, port: int) -> None:
+        """Remember that the group of the member at ``port`` serves ``wire_key``'s slot."""
+        assert self.groups is not None
+        for index, group in enumerate(self.groups()):
+            if any(n.resp_port == port for n in group):
+                self._route[key_slot(wire_key.encode())] = index
+                return
+
+    def _do(
+        self,
+        f: Function,
+        key: str,
+        value: Any,
+        command: tuple[str, ...],
+        wire_key: str | None = None,
+    ) -> bool:
         recorder = self.recorder
         recorder.add(self.process, "invoke", f, key, value)
         try:
-            reply = self._client().execute_command(*command)
+            reply = self._send(wire_key or key, command)
         except (redis.RedisError, OSError) as exc:
             kind = outcome(f, exc)
             recorder.error(f"{f}:{error_code(exc)}")
@@ -225,23 +284,47 @@ def read_set(client: redis.Redis) -> list[int]:
 
 
 class NodeWatch(threading.Thread):
-    """``AMBER.WATCH * FROM 1`` on one node, resumed across drops; see the module doc."""
+    """``AMBER.WATCH * FROM 1`` on one node, resumed across drops; see the module doc.
 
-    def __init__(self, node: LocalNode, *, stop: threading.Event, deadline: float) -> None:
-        super().__init__(name=f"chaos-watch-{node.node_id}", daemon=True)
+    On a sharded node ``scope`` says which stream: ``local`` (``LOCAL``: the
+    node's own group, with its revisions) or ``merged`` (every group's, each
+    event tagged with its group; resumed with a cursor naming each of
+    ``groups``). Revisions and the events already seen are tracked per group
+    (``""`` when there is one stream of one group).
+    """
+
+    def __init__(
+        self,
+        node: LocalNode,
+        *,
+        stop: threading.Event,
+        deadline: float,
+        scope: Literal["all", "local", "merged"] = "all",
+        groups: Sequence[str] = (),
+    ) -> None:
+        suffix = "" if scope == "all" else f"-{scope}"
+        super().__init__(name=f"chaos-watch-{node.node_id}{suffix}", daemon=True)
         self.node = node
         self.stop_event = stop
         self.deadline = deadline
+        self.scope = scope
+        self.groups = list(groups)
         self.events: list[dict[str, Any]] = []
         self.compacted: str | None = None
         self.reconnects = 0
-        self.last = 0
+        #: Per group: the last revision seen, and how many of its events.
+        self.lasts: dict[str, int] = {}
+        self._seen_at_last: dict[str, int] = {}
         self.last_event_at = time.monotonic()
-        self._seen_at_last = 0
+
+    @property
+    def last(self) -> int:
+        """The last revision seen (of the one group of a non-merged stream)."""
+        return self.lasts.get("", 0)
 
     def run(self) -> None:
         conn: redis.Connection | None = None
-        skip = 0
+        skip: dict[str, int] = {}
         while not self.stop_event.is_set() and time.monotonic() < self.deadline:
             if conn is None:
                 try:
@@ -255,7 +338,7 @@ class NodeWatch(threading.Thread):
                 except (redis.RedisError, OSError):
                     self.stop_event.wait(0.3)
                     continue
-                skip = self._seen_at_last
+                skip = dict(self._seen_at_last)
             try:
                 if not conn.can_read(timeout=0.3):
                     continue
@@ -272,13 +355,15 @@ class NodeWatch(threading.Thread):
             if not isinstance(message, list) or not message:
                 continue
             if message[0] == b"amber.watch" and len(message) >= 7:
+                group = message[7].decode() if self.scope == "merged" else ""
                 revision = int(message[2])
-                if revision < self.last:
+                last = self.lasts.get(group, 0)
+                if revision < last:
                     continue
-                if revision == self.last and skip > 0:
-                    skip -= 1
+                if revision == last and skip.get(group, 0) > 0:
+                    skip[group] -= 1
                     continue
-                self._accept(revision, message)
+                self._accept(group, revision, message)
             elif message[0] == b"amber.watch.error":
                 text = message[2].decode("utf-8", "replace") if len(message) > 2 else ""
                 if text.startswith("Compacted"):
@@ -290,6 +375,13 @@ class NodeWatch(threading.Thread):
         if conn is not None:
             conn.disconnect()
 
+    def _start(self) -> tuple[str, ...]:
+        """``FROM`` the last revision seen (its events already seen are skipped)."""
+        if self.scope == "merged":
+            cursor = ",".join(f"{g}:{max(self.lasts.get(g, 0), 1)}" for g in self.groups)
+            return ("FROM", cursor)
+        return ("FROM", str(max(self.last, 1)), *(("LOCAL",) if self.scope == "local" else ()))
+
     def _open(self) -> redis.Connection:
         conn = redis.Connection(
             host=self.node.host,
@@ -300,7 +392,7 @@ class NodeWatch(threading.Thread):
         )
         conn.connect()
         try:
-            conn.send_command("AMBER.WATCH", "*", "FROM", max(self.last, 1))
+            conn.send_command("AMBER.WATCH", "*", *self._start())
             reply = conn.read_response(push_request=True)
         except BaseException:
             conn.disconnect()
@@ -310,22 +402,23 @@ class NodeWatch(threading.Thread):
             raise reply
         return conn
 
-    def _accept(self, revision: int, message: list[Any]) -> None:
-        if revision != self.last:
-            self.last, self._seen_at_last = revision, 0
-        self._seen_at_last += 1
+    def _accept(self, group: str, revision: int, message: list[Any]) -> None:
+        if revision != self.lasts.get(group, 0):
+            self.lasts[group], self._seen_at_last[group] = revision, 0
+        self._seen_at_last[group] += 1
         name = message[3].decode()
         table, sep, key = name.partition(":")
         if not sep:
             table, key = "default", name
         raw = message[5]
-        self.events.append(
-            {
-                "revision": revision,
-                "table": table,
-                "key": key,
-                "type": message[4].decode(),
-                "value": None if raw is None else json.loads(raw),
-            }
-        )
+        event = {
+            "revision": revision,
+            "table": table,
+            "key": key,
+            "type": message[4].decode(),
+            "value": None if raw is None else json.loads(raw),
+        }
+        if group:
+            event["group"] = group
+        self.events.append(event)
         self.last_event_at = time.monotonic()

@@ -18,14 +18,23 @@ def chaos(  # noqa: PLR0917 - typer maps parameters to options
     out: Annotated[Path, typer.Option(help="Folder for history.jsonl, report.json, ….")] = Path(
         "chaos-run"
     ),
-    nodes: Annotated[int, typer.Option(help="Cluster size.")] = 3,
+    nodes: Annotated[
+        int, typer.Option(help="Cluster size (with --shards: members per group).")
+    ] = 3,
+    shards: Annotated[
+        int,
+        typer.Option(help="Raft groups (Redis Cluster protocol when more than 1), up to 5."),
+    ] = 1,
     seconds: Annotated[float, typer.Option(help="How long the workload and faults run.")] = 60.0,
     nemesis: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="Comma-separated: kill, pause, partition, membership; or crash (--nodes 1)."
+            help="Comma-separated: kill, pause, partition, membership; reshard (--shards, "
+            "no membership); or crash (--nodes 1). Default: kill,pause,partition,membership "
+            "(with --shards: kill,pause,partition,reshard).",
+            show_default=False,
         ),
-    ] = "kill,pause,partition,membership",
+    ] = None,
     clients: Annotated[int, typer.Option(help="Concurrent client processes.")] = 10,
     keys: Annotated[int, typer.Option(help="Registers (keys r:k0 …).")] = 8,
     seed: Annotated[int, typer.Option(help="Seed of the fault schedule and the workload.")] = 7,
@@ -54,6 +63,15 @@ def chaos(  # noqa: PLR0917 - typer maps parameters to options
     final state). Writes OUT/history.jsonl, OUT/report.json, OUT/watch.json
     and OUT/timeline.png.
 
+    With --shards S it starts S Raft groups of NODES members that speak the
+    Redis Cluster protocol; clients follow MOVED, the reshard nemesis moves
+    slot ranges holding registers between groups (amber cluster reshard's
+    mover, back and forth), a kill or pause hits one group's leader or any
+    member, a partition splits one group; membership is not supported. Each
+    member's own-group watch (LOCAL) and one merged watch per group are
+    checked per group. report.json names which group held which register
+    at the start and at the end, and the moves made.
+
     With --nodes 1 --nemesis crash it runs one plain (non-cluster) server instead,
     through a test hook (AMBER_TEST_VOLATILE_FILES=1, not a user setting)
     that keeps its un-fsynced log bytes in memory, and SIGKILLs and restarts
@@ -75,11 +93,16 @@ def chaos(  # noqa: PLR0917 - typer maps parameters to options
         raise typer.Exit(EXIT_CODES[judgement.verdict])
 
     from amber.chaos.harness import ChaosOptions, run  # noqa: PLC0415
+    from amber.chaos.nemesis import KINDS, SHARDED_KINDS  # noqa: PLC0415
+
+    if nemesis is None:
+        nemesis = ",".join(SHARDED_KINDS if shards > 1 else KINDS)
 
     try:
         options = ChaosOptions(
             out,
             nodes=nodes,
+            shards=shards,
             seconds=seconds,
             nemesis=tuple(n.strip() for n in nemesis.split(",") if n.strip()),
             clients=clients,
@@ -102,6 +125,14 @@ def chaos(  # noqa: PLR0917 - typer maps parameters to options
         f"injected, {result.timings['total']:.0f}s; files in {out}",
         highlight=False,
     )
+    if result.shards:
+        moves = result.reshards
+        console.print(
+            f"{len(moves)} reshards moved {sum(m['copied'] for m in moves)} keys "
+            f"({sum(len(m['keys']) for m in moves)} register moves); "
+            f"{result.redirects} MOVED followed",
+            highlight=False,
+        )
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
     raise typer.Exit(EXIT_CODES[judgement.verdict])

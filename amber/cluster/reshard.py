@@ -130,7 +130,9 @@ class Mover:
                 self._clients.pop(group, None)
                 error = exc
             except redis.ResponseError as exc:
-                if not str(exc).startswith(("TRYAGAIN", "UNKNOWN")):
+                # redis-py raises TryAgainError with the code cut off the message.
+                retry = isinstance(exc, redis.exceptions.TryAgainError)
+                if not retry and not str(exc).startswith(("TRYAGAIN", "UNKNOWN")):
                     raise
                 error = exc
             time.sleep(0.2)
@@ -185,26 +187,33 @@ class Mover:
     def repair(self, states: dict[str, ShardState]) -> dict[str, ShardState]:
         """Finish or cancel what an interrupted mover left frozen or importing."""
         changed = False
+        # Each ASSIGN needs an epoch newer than its group's: count up from the newest.
+        epoch = self.epoch(states)
         for group, state in states.items():
-            for first, last in _runs(sorted(state.frozen)):
-                for slot in range(first, last + 1):
-                    taker = next(
-                        (
-                            g
-                            for g, s in states.items()
-                            if g != group and slot in s.owned() and slot not in s.frozen
-                        ),
-                        None,
-                    )
-                    if taker is not None:
-                        epoch = self.epoch(states) + 1
-                        self._call(group, "ASSIGN", slot, slot, taker, "EPOCH", epoch)
-                        self._call(group, "EVICT", slot, slot)
-                        self.progress(f"repaired: slot {slot} given by {group} to {taker}")
-                    else:
-                        self._call(group, "CANCEL", slot, slot)
-                        self.progress(f"repaired: slot {slot} unfrozen in {group}")
-                    changed = True
+            runs: list[tuple[int, int, str | None]] = []  # first, last, taker
+            for slot in sorted(state.frozen):
+                taker = next(
+                    (
+                        g
+                        for g, s in states.items()
+                        if g != group and slot in s.owned() and slot not in s.frozen
+                    ),
+                    None,
+                )
+                if runs and runs[-1][1] == slot - 1 and runs[-1][2] == taker:
+                    runs[-1] = (runs[-1][0], slot, taker)
+                else:
+                    runs.append((slot, slot, taker))
+            for first, last, taker in runs:
+                if taker is not None:
+                    epoch += 1
+                    self._call(group, "ASSIGN", first, last, taker, "EPOCH", epoch)
+                    self._call(group, "EVICT", first, last)
+                    self.progress(f"repaired: slots {first}-{last} given by {group} to {taker}")
+                else:
+                    self._call(group, "CANCEL", first, last)
+                    self.progress(f"repaired: slots {first}-{last} unfrozen in {group}")
+                changed = True
             for first, last in _runs(sorted(state.importing)):
                 self._call(group, "CANCEL", first, last)
                 self._call(group, "EVICT", first, last)  # the partial copy
