@@ -148,7 +148,7 @@ def test_watch_events_say_which_member_wrote_and_when(cluster: LocalCluster) -> 
 
 
 def test_a_clock_too_far_ahead_is_refused_until_it_agrees(cluster: LocalCluster) -> None:
-    n1, n2, n3 = cluster.nodes
+    n1, _, n3 = cluster.nodes
     client(n3).execute_command("AMBER.LWW", "CLOCK-OFFSET", 6000)  # max skew is 3000
     try:
         client(n3).set("presence:skewed", "future")
