@@ -36,11 +36,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
 from ..database import Database
@@ -284,6 +286,39 @@ class LwwSync:
             await store.acommit_checked([Collect(t, k, base) for t, k, base in found[i : i + PAGE]])
         self.collected += len(found)
         return len(found)
+
+    def collector(self) -> Collector:
+        """Prometheus metrics: states pulled, refusals for clock skew, tombstones, lag."""
+        sync = self
+
+        class _Lww(Collector):
+            def collect(self) -> Iterator[Metric]:
+                pulled = CounterMetricFamily(
+                    "amber_lww_states_pulled", "Eventual states pulled, per peer", labels=["peer"]
+                )
+                refused = CounterMetricFamily(
+                    "amber_lww_clock_refused",
+                    "States refused for a stamp more than max_clock_skew_ms ahead, per peer",
+                    labels=["peer"],
+                )
+                waiting = GaugeMetricFamily(
+                    "amber_lww_deferred", "States waiting for this clock, per peer", labels=["peer"]
+                )
+                connected = GaugeMetricFamily(
+                    "amber_lww_peer_connected", "1 while the pull link is up", labels=["peer"]
+                )
+                for link in sync.links.values():
+                    pulled.add_metric([link.node_id], link.pulled)
+                    refused.add_metric([link.node_id], link.refused)
+                    waiting.add_metric([link.node_id], len(link.deferred))
+                    connected.add_metric([link.node_id], int(link.connected))
+                collected = CounterMetricFamily(
+                    "amber_lww_tombstones_collected", "Tombstones forgotten once all had them"
+                )
+                collected.add_metric([], sync.collected)
+                yield from (pulled, refused, waiting, connected, collected)
+
+        return _Lww()
 
     def status(self) -> dict[str, Any]:
         return {

@@ -379,6 +379,7 @@ async def serve(
         if state.redis_cluster is not None:  # a sharded group's own members, from its map
             peers = {**state.redis_cluster.resp_peers, **peers}
         state.lww_sync = LwwSync(db, settings.node_id, peers, lambda: state.password)
+        ctx.metrics.registry.register(state.lww_sync.collector())
     snapshots_of(state)  # counts changes since the start for INFO persistence
     ctx.metrics.registry.register(state.stats.collector())
     jobs = Supervisor()

@@ -156,6 +156,8 @@ def test_a_clock_too_far_ahead_is_refused_until_it_agrees(cluster: LocalCluster)
         client(n3).execute_command("AMBER.LWW", "CLOCK-OFFSET", 0)
     eventually(lambda: all(p["refused"] >= 1 for p in status(n1)["peers"] if p["id"] == "n3"))
     assert client(n1).get("presence:skewed") is None  # not applied while it is that far ahead
+    metrics = httpx.get(f"http://{n1.host}:{n1.http_port}/metrics", timeout=10).text
+    assert 'amber_lww_clock_refused_total{peer="n3"} 1.0' in metrics
     # once the wall clocks pass it (3 s later), it is applied everywhere
     eventually(lambda: converged(cluster.nodes, "presence:skewed"), timeout=20)
     assert client(n1).get("presence:skewed") == b"future"
