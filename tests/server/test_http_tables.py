@@ -45,8 +45,18 @@ def test_list_tables(http: httpx.Client, server: LiveServer) -> None:
     assert http.get("/v1/tables").json() == {"tables": [], "revision": 0}
     _fill(server)
     listed = http.get("/v1/tables").json()
-    assert listed["tables"] == [{"name": "other", "keys": 1}, {"name": "users", "keys": 30}]
+    assert listed["tables"] == [
+        {"name": "other", "keys": 1, "consistency": "strong"},
+        {"name": "users", "keys": 30, "consistency": "strong"},
+    ]
     assert listed["revision"] == 31
+    made = http.put("/v1/tables/presence", json={"consistency": "eventual"})
+    assert made.json() == {"name": "presence", "consistency": "eventual"}
+    server.db.table("presence").put("ada", {"on": True})
+    listed = http.get("/v1/tables").json()["tables"]
+    assert {"name": "presence", "keys": 1, "consistency": "eventual"} in listed
+    assert http.put("/v1/tables/users", json={"consistency": "eventual"}).status_code == 400
+    assert http.put("/v1/tables/x", json={"consistency": "maybe"}).status_code == 422
 
 
 def test_scan_range_prefix_limit_reverse(http: httpx.Client, server: LiveServer) -> None:
