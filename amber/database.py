@@ -651,20 +651,11 @@ class Database:
         """
         self._check_open()
         limits = self.config.limits
+        source = self  # an eventual table's changes are in this node's eventual store
         if table is not None and self.consistency(table) == "eventual":
-            return self.eventual_store().watch(
-                table,
-                key,
-                prefix=prefix,
-                start_revision=start_revision,
-                prev_value=prev_value,
-                skip_noop=skip_noop,
-                progress_interval=progress_interval,
-                callback=callback,
-                on_error=on_error,
-            )
+            source = self.eventual_store()
         return open_watch(
-            self._node.watch_hub,
+            source._node.watch_hub,
             table=None if table is None else check_table(table, limits),
             key=None if key is None else check_key(key, limits),
             prefix=prefix,

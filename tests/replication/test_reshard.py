@@ -58,6 +58,19 @@ def key_in(first: int, last: int, prefix: str = "k") -> str:
     )
 
 
+def half_moved(cluster: LocalCluster, lo: int, hi: int, value: str) -> tuple[int, int, str]:
+    """A move of g1's ``lo``-th to ``hi``-th slots left where a mover died: importing in
+    g2, frozen in g1, with one key written there before; ``(first, last, key)``."""
+    g1, g2 = cluster.nodes[0], cluster.nodes[1]
+    owned = sorted(state_of(g1).owned())
+    first, last = owned[lo], owned[hi]
+    key = key_in(first, last, "h")
+    app(cluster).set(key, value)
+    plain(g2).execute_command("AMBER.SLOTS", "IMPORTING", first, last)
+    plain(g1).execute_command("AMBER.SLOTS", "FREEZE", first, last)
+    return first, last, key
+
+
 def amber_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "amber.cli", *args],
@@ -190,13 +203,8 @@ def test_an_interrupted_move_is_finished_by_running_the_mover_again(
     cluster: LocalCluster,
 ) -> None:
     g1, g2 = cluster.nodes
-    owned = sorted(state_of(g1).owned())
-    first, last = owned[200], owned[263]
-    key = key_in(first, last, "i")
-    app(cluster).set(key, "before")
     # a mover that died after freezing: the slots are served by nobody
-    plain(g2).execute_command("AMBER.SLOTS", "IMPORTING", first, last)
-    plain(g1).execute_command("AMBER.SLOTS", "FREEZE", first, last)
+    first, last, key = half_moved(cluster, 200, 263, "before")
     with pytest.raises(redis.exceptions.TryAgainError):
         plain(g1).get(key)
     with pytest.raises(redis.exceptions.TryAgainError):
@@ -309,12 +317,7 @@ def test_repair_cancels_a_move_nobody_finished_and_drops_its_partial_copy(
     cluster: LocalCluster,
 ) -> None:
     g1, g2 = cluster.nodes[0], cluster.nodes[1]
-    owned = sorted(state_of(g1).owned())
-    first, last = owned[300], owned[310]
-    key = key_in(first, last, "p")
-    app(cluster).set(key, "kept")
-    plain(g2).execute_command("AMBER.SLOTS", "IMPORTING", first, last)
-    plain(g1).execute_command("AMBER.SLOTS", "FREEZE", first, last)
+    first, last, key = half_moved(cluster, 300, 310, "kept")
     page = plain(g1).execute_command("AMBER.SLOTS", "EXPORT", first, last)
     assert page[0] == b"" and len(page) == 2
     assert plain(g2).execute_command("AMBER.SLOTS", "LOAD", page[1]) == 1
