@@ -263,12 +263,15 @@ class Database:
                 store = self._eventual
         return store
 
-    def lww_changes(self, after: int, limit: int) -> tuple[int, list[list[Any]]]:
+    def lww_changes(
+        self, after: int, limit: int, max_bytes: int = 1 << 20
+    ) -> tuple[int, list[list[Any]]]:
         """An eventual store's key states changed after change number ``after``.
 
         ``(next, states)``: up to ``limit`` states, oldest change first, each
         ``[table, key, present, value, base, fields, expires]`` (tombstones
-        too); ``next`` is the number to ask after next time. What replicas
+        too), at most about ``max_bytes`` of values (at least one state);
+        ``next`` is the number to ask after next time. What replicas
         pull from each other (:mod:`amber.server.lww_sync`); a state sent is
         the key's current one, newer than the change that listed it, which
         a join takes just as well.
@@ -276,9 +279,14 @@ class Database:
         self._check_open()
         store = self._node.store
         out: list[list[Any]] = []
+        size = 0
+        last = after
         with store.lock:
             changed = store.lww_since(after, limit)
-            for _, table, key in changed:
+            for at, table, key in changed:
+                if out and size >= max_bytes:
+                    break  # the rest in the next page: a reply stays bounded
+                last = at
                 state = store.table_state(table)
                 stamps = state.stamps.get(key)
                 if stamps is None:
@@ -296,7 +304,8 @@ class Database:
                         None if record is None else record[4],
                     ]
                 )
-        return (changed[-1][0] if changed else after), out
+                size += len(pack(out[-1][3])) + len(key) + 64
+        return last, out
 
     def lww_tombstones(self, before_ms: int) -> list[tuple[str, str, tuple[int, int, str]]]:
         """An eventual store's tombstones stamped before ``before_ms``: ``(table, key, stamp)``."""

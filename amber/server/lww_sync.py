@@ -43,10 +43,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from redis.exceptions import RedisError
 
 from ..database import Database
-from ..model import freeze, pack, unpack
+from ..model import check_key, check_table, freeze, pack, unpack
 from ..node.hlc import HybridClock
 from ..store.batch import Collect, Lww
 from ..store.lww import ZERO, as_stamp
@@ -194,7 +193,9 @@ class LwwSync:
                         idle = min(IDLE_MAX_S, idle * 1.5)
                     else:
                         idle = IDLE_S
-            except (RedisError, OSError, ValueError) as exc:
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a lost link, an odd reply: retry, never die
                 link.connected, link.error = False, str(exc) or type(exc).__name__
                 await asyncio.sleep(backoff)
                 backoff = min(2.0, backoff * 2)
@@ -232,8 +233,13 @@ class LwwSync:
         ``link.deferred`` (by key: a newer state of the key replaces a waiting one)."""
         ops = []
         for blob in blobs:
-            table, key, present, value, base, fields, expires = unpack(blob)
-            stamps = [as_stamp(base), *(as_stamp(s) for s in fields.values())]
+            try:
+                table, key, present, value, base, fields, expires, stamps = _decoded(blob)
+            except (ValueError, TypeError) as exc:
+                # A peer runs the same code; a state that does not decode is
+                # damage, not data: said and skipped, never applied half-read.
+                log.error("a state from %s does not decode (%s); skipped", link.node_id, exc)
+                continue
             if not all(self.clock.observe(s) for s in stamps):
                 if (table, key) not in link.deferred:
                     link.refused += 1
@@ -343,3 +349,18 @@ class LwwSync:
                 for link in self.links.values()
             ],
         }
+
+
+def _decoded(blob: bytes) -> tuple[Any, ...]:
+    """A pulled state, checked field by field; its stamps last. Raises ValueError."""
+    table, key, present, value, base, fields, expires = unpack(blob)
+    if not (isinstance(table, str) and isinstance(key, str) and isinstance(present, bool)):
+        raise ValueError("table, key and present must be str, str, bool")
+    if not isinstance(fields, dict) or not all(isinstance(f, str) for f in fields):
+        raise ValueError("fields must map names to stamps")
+    if expires is not None and (isinstance(expires, bool) or not isinstance(expires, int)):
+        raise ValueError("expires must be an int or None")
+    check_table(table)
+    check_key(key)
+    stamps = [as_stamp(base), *(as_stamp(s) for s in fields.values())]
+    return table, key, present, value, base, fields, expires, stamps
