@@ -490,7 +490,8 @@ class Database:
                 return routed._commit(batch)
             if self.clock is not None:
                 with self._stamping(batch) as stamped:
-                    return _committed(self._node.commit(stamped, self._encode(stamped)))
+                    result = _committed(self._node.commit(stamped, self._encode(stamped)))
+                    return _with_stamps(result, stamped)
         return _committed(self._node.commit(batch, self._encode(batch)))
 
     async def _acommit(self, batch: Batch) -> ApplyResult:
@@ -501,7 +502,8 @@ class Database:
                 return await routed._acommit(batch)
             if self.clock is not None:
                 with self._stamping(batch) as stamped:
-                    return _committed(await self._node.acommit(stamped, self._encode(stamped)))
+                    result = _committed(await self._node.acommit(stamped, self._encode(stamped)))
+                    return _with_stamps(result, stamped)
         return _committed(await self._node.acommit(batch, self._encode(batch)))
 
     @contextlib.contextmanager
@@ -736,10 +738,16 @@ def _committed(result: ApplyResult) -> ApplyResult:
     return result
 
 
+def _with_stamps(result: ApplyResult, stamped: Batch) -> ApplyResult:
+    """``result`` with the stamps of the writes in ``stamped`` (an eventual store's batch)."""
+    result.stamps = [op.stamp for op in stamped.ops if type(op) is Lww and op.kind != "state"]
+    return result
+
+
 def _txn_result(batch: Batch, result: ApplyResult, entries: bool = True) -> TxnResult:
     """The revision, with one entry per op unless ``entries`` is false."""
     if not entries:
-        return TxnResult(result.revision)
+        return TxnResult(result.revision, stamps=result.stamps)
     found: list[Entry | UpdateResult | None] = []
     for op, record in zip(batch.ops, result.outcomes, strict=True):
         key = getattr(op, "key", None)
@@ -751,7 +759,7 @@ def _txn_result(batch: Batch, result: ApplyResult, entries: bool = True) -> TxnR
             found.append(None)
         else:
             found.append(_entry(key, cast("Record", record)))
-    return TxnResult(result.revision, found)
+    return TxnResult(result.revision, found, result.stamps)
 
 
 def open(
