@@ -53,6 +53,7 @@ from .store.batch import (
     Update,
     encode_body,
 )
+from .store.lww import ZERO
 from .store.state import ApplyResult, Record, StoreImage, Updated
 from .store.updates import check_update
 from .table import _CLOSED_ROWS, Entry, Page, Table, _entry
@@ -297,6 +298,19 @@ class Database:
                     ]
                 )
         return (changed[-1][0] if changed else after), out
+
+    def lww_latest(self) -> tuple[int, int, str]:
+        """An eventual store's greatest stamp (tombstones' and fields' too; ``ZERO`` if none):
+        where its clock resumes after a restart."""
+        self._check_open()
+        store = self._node.store
+        latest = ZERO
+        with store.lock:
+            for table, key in store.lww_changed:
+                stamps = store.table_state(table).stamps.get(key)
+                if stamps is not None:
+                    latest = max(latest, stamps.base, *stamps.fields.values())
+        return latest
 
     def lww_tombstones(self, before_ms: int) -> list[tuple[str, str, tuple[int, int, str]]]:
         """An eventual store's tombstones stamped before ``before_ms``: ``(table, key, stamp)``."""
@@ -820,7 +834,9 @@ def _eventual_opener(
             LogBackend(folder, config) if folder is not None else MemoryBackend(config=config)
         )
         clock = HybridClock(node_id, max_skew_ms=config.max_clock_skew_ms)
-        return Database(Node.local(store, config, jobs=jobs), clock=clock)
+        db = Database(Node.local(store, config, jobs=jobs), clock=clock)
+        clock.restore(db.lww_latest())  # never below a stamp it already holds (hlc's doc)
+        return db
 
     return opened
 
