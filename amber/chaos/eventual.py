@@ -59,6 +59,7 @@ __all__ = [
     "MAX_SKEW_MS",
     "TABLE",
     "EventualClient",
+    "declare_eventual",
     "member_state",
     "minority_writes",
     "recheck_eventual",
@@ -169,10 +170,13 @@ class EventualClient(threading.Thread):
             recorder.add(self.process, "ok", f, key, {"stamp": reply[1][0].decode()})
 
 
-def member_state(node: LocalNode, timeout: float = 5.0) -> dict[str, list[Any]]:
-    """``{key: [document or None, {"base": stamp, "fields": {...}}]}`` of table ``ev`` on
+def member_state(
+    node: LocalNode, timeout: float = 5.0, *, table: str = TABLE, documents: bool = True
+) -> dict[str, list[Any]]:
+    """``{key: [document or None, {"base": stamp, "fields": {...}}]}`` of ``table`` on
     ``node``: the stamps from ``AMBER.LWW PULL`` (tombstones too), each present key's
-    document from ``JSON.GET`` (what a client reads)."""
+    document from ``JSON.GET`` (what a client reads; with ``documents`` false, from the
+    pull too: one round trip for the whole table, for polling many keys)."""
     client = resp_client(node, timeout)
     try:
         states: dict[str, list[Any]] = {}
@@ -182,13 +186,13 @@ def member_state(node: LocalNode, timeout: float = 5.0) -> dict[str, list[Any]]:
             raw_incarnation, following, _clock, _watermark, *blobs = reply
             incarnation, cursor = raw_incarnation.decode(), int(following)
             for blob in blobs:
-                table, key, _present, _value, base, fields, _expires = unpack(blob)
-                if table == TABLE:
+                name, key, present, value, base, fields, _expires = unpack(blob)
+                if name == table:
                     stamps = {"base": list(base), "fields": {f: list(s) for f, s in fields.items()}}
-                    states[f"{table}:{key}"] = [None, stamps]
+                    states[f"{name}:{key}"] = [value if present else None, stamps]
             if not blobs:
                 break
-        for key, state in states.items():
+        for key, state in states.items() if documents else ():
             raw = client.execute_command("JSON.GET", key)
             state[0] = None if raw is None else json.loads(raw)
         return states
@@ -237,8 +241,11 @@ def member_info(node: LocalNode) -> dict[str, Any]:
     finally:
         client.close()
     return {
-        "refused": int(status["clock_refused"]),
+        # states held back for a stamp too far ahead (once each), per peer and in all
+        "refused_states": sum(p["refused"] for p in status["peers"]),
         "refused_from": {p["id"]: p["refused"] for p in status["peers"]},
+        # stamps the clock refused to observe, the once-a-second retries included
+        "refused_stamps": int(status["clock_refused"]),
         "deferred": sum(p["deferred"] for p in status["peers"]),
         "tombstones_collected": status["tombstones_collected"],
     }
@@ -303,7 +310,7 @@ def run_eventual(options: ChaosOptions, log: Callable[[str], None] = lambda _: N
         cluster.start_all()
         if find_leader(cluster, cluster.nodes, timeout=30) is None:
             raise RuntimeError("the cluster elected no leader within 30 s")
-        _declare(cluster.nodes[0])
+        declare_eventual(cluster.nodes[0])
         timings["startup"] = time.monotonic() - began
         log(f"cluster of {options.nodes} up in {timings['startup']:.1f}s; eventual workload")
         workload_end = time.monotonic() + options.seconds
@@ -333,9 +340,13 @@ def run_eventual(options: ChaosOptions, log: Callable[[str], None] = lambda _: N
         nemesis.stop()
         nemesis.heal_all()
         notes.extend(nemesis.notes)
-        timings["workload"] = recorder.now()
+        timings["workload"] = healed = recorder.now()
         seconds, states = wait_converged(cluster, CONVERGENCE_BOUND)
         timings["convergence"] = -1.0 if seconds is None else seconds
+        ends = [r.end for r in nemesis.records if r.end is not None and r.injected]
+        if seconds is not None and ends:
+            # from the last fault's heal: includes the writes made until the clients stopped
+            timings["convergence_after_last_fault"] = healed + seconds - max(ends)
         for node in cluster.nodes:
             try:
                 members[node.node_id] = member_info(node) | {
@@ -391,13 +402,13 @@ def run_eventual(options: ChaosOptions, log: Callable[[str], None] = lambda _: N
     return result
 
 
-def _declare(node: LocalNode, timeout: float = 30.0) -> None:
-    """Declare table ``ev`` eventual (through Raft: retried while the cluster elects)."""
+def declare_eventual(node: LocalNode, table: str = TABLE, timeout: float = 30.0) -> None:
+    """Declare ``table`` eventual (through Raft: retried while the cluster elects)."""
     deadline = time.monotonic() + timeout
     while True:
         client = resp_client(node, 5.0)
         try:
-            client.execute_command("AMBER.TABLE", TABLE, "CONSISTENCY", "eventual")
+            client.execute_command("AMBER.TABLE", table, "CONSISTENCY", "eventual")
             return
         except (redis.RedisError, OSError):
             if time.monotonic() >= deadline:

@@ -16,7 +16,7 @@ by a delete (or nothing ever), an absent field by the base write that reset
 it. The final state comes with each key's LWW stamps (``AMBER.LWW PULL``):
 ``base`` and per-field, where an absent entry means the base's.
 
-Three checks (each a :class:`Check`, each with the offending operations):
+Four checks (each a :class:`Check`, each with the offending operations):
 
 - :func:`check_convergence`: every member holds the same documents and
   stamps once healed, within ``bound`` seconds of the heal.
@@ -32,6 +32,10 @@ Three checks (each a :class:`Check`, each with the offending operations):
   before the read returned (a ``fail``ed write never counts: it certainly
   did not happen); and a final register's stamp is the one its writer was
   acknowledged with.
+- :func:`check_monotonic`: a member's stamps only grow: a write
+  acknowledged by a member before another write to it was invoked has the
+  smaller stamp — across restarts too (a clock that forgets the stamps it
+  held would stamp a later write below an earlier one, and it would lose).
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ __all__ = [
     "Write",
     "check_convergence",
     "check_lost",
+    "check_monotonic",
     "check_origin",
     "judge_eventual",
     "parse_stamp",
@@ -320,6 +325,32 @@ def check_origin(
     return result
 
 
+def check_monotonic(writes: Sequence[Write]) -> Check:
+    """Each member's acknowledged writes, in real-time order, have growing stamps."""
+    result = Check("stamps grow on each member")
+    by_node: dict[str, list[Write]] = {}
+    for w in writes:
+        if w.status == "ok" and w.stamp is not None and w.ret is not None:
+            by_node.setdefault(w.node, []).append(w)
+    for node, mine in sorted(by_node.items()):
+        returned = sorted(mine, key=lambda w: w.ret or 0.0)
+        latest: Write | None = None  # the greatest stamp among writes returned so far
+        i = 0
+        for w in sorted(mine, key=lambda w: w.call):
+            while i < len(returned) and (returned[i].ret or 0.0) < w.call:
+                done = returned[i]
+                if latest is None or (done.stamp or ZERO) > (latest.stamp or ZERO):
+                    latest = done
+                i += 1
+            result.checked += 1
+            if latest is not None and (w.stamp or ZERO) <= (latest.stamp or ZERO):
+                result.fail(
+                    f"{node} stamped {w.describe()} below {latest.describe()}, "
+                    "which it acknowledged before"
+                )
+    return result
+
+
 @dataclass
 class EventualJudgement:
     """The eventual workload's verdict: the three checks and the numbers reported."""
@@ -328,8 +359,10 @@ class EventualJudgement:
     convergence: Check
     lost: Check
     origin: Check
+    monotonic: Check
     operations: dict[str, dict[str, int]]
-    #: Per member: states refused for clock skew (``AMBER.LWW STATUS``), and more.
+    #: Per member: states refused for clock skew (``AMBER.LWW STATUS``: ``refused_states``,
+    #: once each, per peer in ``refused_from``; ``refused_stamps`` counts the retries too).
     members: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -338,13 +371,15 @@ class EventualJudgement:
 
     def describe(self) -> str:
         parts = ["workload: eventual (last-writer-wins table)"]
-        parts += [c.describe() for c in (self.convergence, self.lost, self.origin)]
+        checks = (self.convergence, self.lost, self.origin, self.monotonic)
+        parts += [c.describe() for c in checks]
         seconds = self.convergence.details.get("seconds")
         if seconds is not None:
             parts.append(f"converged {seconds:.2f} s after the heal")
         for node, info in sorted(self.members.items()):
             parts.append(
-                f"  {node}: {info.get('refused', 0)} states refused for clock skew, "
+                f"  {node}: {info.get('refused_states', 0)} states refused for clock skew "
+                f"({info.get('refused_stamps', 0)} refusals with the retries), "
                 f"{info.get('keys', 0)} keys"
             )
         parts.append(f"verdict: {self.verdict.upper()}")
@@ -358,6 +393,7 @@ class EventualJudgement:
             "convergence": self.convergence.to_json(),
             "lost_writes": self.lost.to_json(),
             "from_nowhere": self.origin.to_json(),
+            "stamps_grow": self.monotonic.to_json(),
             "members": self.members,
         }
 
@@ -379,13 +415,20 @@ def judge_eventual(
     convergence = check_convergence(states, seconds, bound)
     lost = check_lost(writes, final, stamps)
     origin = check_origin(records, writes, final, stamps)
+    monotonic = check_monotonic(writes)
     counts: dict[str, dict[str, int]] = {}
     for record in records:
         if record.type != "invoke":
             kinds = counts.setdefault(record.f, {})
             kinds[record.type] = kinds.get(record.type, 0) + 1
-    valid = convergence.valid and lost.valid and origin.valid and bool(states)
+    valid = all(c.valid for c in (convergence, lost, origin, monotonic)) and bool(states)
     verdict: Overall = "valid" if valid else "invalid"
     return EventualJudgement(
-        verdict, convergence, lost, origin, dict(sorted(counts.items())), dict(members or {})
+        verdict,
+        convergence,
+        lost,
+        origin,
+        monotonic,
+        dict(sorted(counts.items())),
+        dict(members or {}),
     )

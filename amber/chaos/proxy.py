@@ -127,6 +127,10 @@ class LinkProxy:
             try:
                 upstream = socket.create_connection(self.target, timeout=2)
                 upstream.settimeout(None)
+                # Forward each small message at once: with Nagle's algorithm on both hops
+                # a request/reply link waits for delayed ACKs (~40 ms a message).
+                for sock in (client, upstream):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 _close(client)
                 continue

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from amber.chaos.history import Function, Record, RecordType
-from amber.chaos.lwwcheck import judge_eventual, parse_stamp, writes_of
+from amber.chaos.lwwcheck import check_monotonic, judge_eventual, parse_stamp, writes_of
 
 
 class H:
@@ -71,14 +71,14 @@ def test_a_good_history_is_valid() -> None:
     h.put("ev:k0", 1, "100.0@n1")
     h.merge("ev:k0", "a", 2, "101.0@n2")
     h.read("ev:k0", {"put": 1, "a": 2})
-    h.put("ev:k1", 3, "100.0@n1")
-    h.put("ev:k1", 4, "102.0@n1")  # supersedes 3
-    h.merge("ev:k1", "b", 5, "101.0@n2")  # older than the put of 4: reset by it
-    h.delete("ev:k2", "103.0@n3")
+    h.put("ev:k1", 3, "102.0@n1")
+    h.put("ev:k1", 4, "104.0@n1")  # supersedes 3
+    h.merge("ev:k1", "b", 5, "103.0@n2")  # older than the put of 4: reset by it
+    h.delete("ev:k2", "105.0@n3")
     state = {
         "ev:k0": [{"put": 1, "a": 2}, stamps("100.0@n1", a="101.0@n2")],
-        "ev:k1": [{"put": 4}, stamps("102.0@n1")],
-        "ev:k2": [None, stamps("103.0@n3")],
+        "ev:k1": [{"put": 4}, stamps("104.0@n1")],
+        "ev:k2": [None, stamps("105.0@n3")],
     }
     judgement = judge_eventual(h.records, everywhere(state), 1.5)
     assert judgement.verdict == "valid", judgement.describe()
@@ -184,3 +184,25 @@ def test_writes_are_paired_with_their_completions() -> None:
         ("delete", "info", "put"),
     ]
     assert writes[0].stamp == (100, 0, "n1") and writes[1].stamp is None
+
+
+def test_a_member_stamping_a_later_write_below_an_earlier_one_is_found() -> None:
+    """What a clock that forgot its stamps across a restart did (tests/store/test_lww_restart.py):
+    the later write loses, which the lost-write check alone accepts as superseded."""
+    h = H()
+    h.put("ev:k0", 1, "5000.0@n1")  # n1's clock was ahead; then n1 restarted
+    h.put("ev:k0", 2, "1000.0@n1")  # acknowledged after the first, stamped below it
+    state = {"ev:k0": [{"put": 1}, stamps("5000.0@n1")]}
+    judgement = judge_eventual(h.records, everywhere(state), 1.0)
+    assert judgement.lost.valid  # superseded by a greater stamp: fine by itself
+    assert not judgement.monotonic.valid and judgement.verdict == "invalid"
+    assert "put=2" in judgement.monotonic.problems[0]
+    # concurrent writes on one member may be stamped in either order
+    c = H()
+    c.records = [
+        Record(0, "invoke", "put", "ev:k0", {"node": "n1", "value": 1}, 1.0),
+        Record(1, "invoke", "put", "ev:k0", {"node": "n1", "value": 2}, 1.1),
+        Record(1, "ok", "put", "ev:k0", {"stamp": "10.0@n1"}, 1.2),
+        Record(0, "ok", "put", "ev:k0", {"stamp": "11.0@n1"}, 1.3),
+    ]
+    assert check_monotonic(writes_of(c.records)).valid
