@@ -35,7 +35,7 @@ import random
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +45,7 @@ from ..model import unpack
 from ..replication.local import LocalCluster, LocalNode, free_base_port
 from .history import Function, Record, read_history
 from .lwwcheck import BASE, EventualJudgement, judge_eventual
-from .nemesis import Nemesis, plan
+from .nemesis import Fault, Nemesis, plan
 from .proxy import ProxyNetwork
 from .wire import error_code, find_leader, outcome, resp_client
 from .workload import Recorder
@@ -281,8 +281,14 @@ def minority_writes(records: list[Record], faults: list[dict[str, Any]], nodes: 
     return count
 
 
-def run_eventual(options: ChaosOptions, log: Callable[[str], None] = lambda _: None) -> ChaosRun:
-    """Run one eventual chaos round and write its files into ``options.out``."""
+def run_eventual(
+    options: ChaosOptions,
+    log: Callable[[str], None] = lambda _: None,
+    *,
+    faults: Sequence[Fault] | None = None,
+) -> ChaosRun:
+    """Run one eventual chaos round and write its files into ``options.out``; ``faults``
+    replaces the seeded plan (a test that needs one fault right after another)."""
     from .harness import ChaosRun  # noqa: PLC0415 - the harness imports this module
 
     out = options.out
@@ -328,7 +334,8 @@ def run_eventual(options: ChaosOptions, log: Callable[[str], None] = lambda _: N
             )
             for p in range(options.clients)
         ]
-        faults = plan(options.seed, options.seconds, options.nemesis, options.nodes)
+        if faults is None:
+            faults = plan(options.seed, options.seconds, options.nemesis, options.nodes)
         nemesis = Nemesis(
             cluster, proxies, faults, recorder.now, log, max_clock_skew_ms=MAX_SKEW_MS
         )

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from amber.chaos.eventual import declare_eventual, member_state
+from amber.chaos.eventual import declare_eventual, member_state, run_eventual
 from amber.chaos.harness import ChaosOptions, run
-from amber.chaos.nemesis import EVENTUAL_KINDS, plan
+from amber.chaos.nemesis import EVENTUAL_KINDS, Fault, plan
 from amber.chaos.proxy import ProxyNetwork
 from amber.replication.local import LocalCluster, LocalNode, free_base_port
 
@@ -107,6 +107,25 @@ def test_eventual_workload_under_every_nemesis_is_valid(tmp_path: Path) -> None:
         code.split(":")[1].split("@")[0] in ("connect", "TimeoutError", "ConnectionError")
         for code in report["client_errors"]
     ), report["client_errors"]
+
+
+def test_a_member_killed_right_after_its_clock_ran_ahead_keeps_stamping_upwards(
+    tmp_path: Path,
+) -> None:
+    """The restart bug the checker found (tests/store/test_lww_restart.py): n3's clock 3-5 s
+    ahead, set back, n3 killed at once and restarted; its next writes must still be
+    stamped above the ones it acknowledged before (before the fix they were not, by
+    about 3 s: "stamps grow on each member" was violated)."""
+    options = ChaosOptions(
+        tmp_path / "run", seconds=10, nemesis=("kill", "clock-skew"), clients=5, keys=4,
+        workload="eventual",
+    )  # fmt: skip
+    faults = [Fault(2.0, "clock-skew", "beyond", 2.0, 5), Fault(4.2, "kill", "random", 0.3, 5)]
+    result = run_eventual(options, faults=faults)
+    assert [f["nodes"] for f in result.faults] == [["n3"], ["n3"]]
+    judgement = result.judgement
+    assert judgement.verdict == "valid", judgement.describe()
+    assert judgement.to_json()["stamps_grow"]["checked"] >= 100
 
 
 @pytest.mark.slow
