@@ -53,6 +53,7 @@ bench: $(TEST_STAMP)
 	$(PY) bench/http_load.py
 	$(PY) bench/backends.py
 	$(PY) bench/cluster.py
+	$(PY) bench/eventual.py
 
 ## compat: redis-py 8.1.0's own tests for the commands Amber claims, vs redis-server (a gate)
 compat: $(TEST_STAMP)

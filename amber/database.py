@@ -53,6 +53,7 @@ from .store.batch import (
     Update,
     encode_body,
 )
+from .store.lww import ZERO
 from .store.state import ApplyResult, Record, StoreImage, Updated
 from .store.updates import check_update
 from .table import _CLOSED_ROWS, Entry, Page, Table, _entry
@@ -307,6 +308,19 @@ class Database:
                 size += len(pack(out[-1][3])) + len(key) + 64
         return last, out
 
+    def lww_latest(self) -> tuple[int, int, str]:
+        """An eventual store's greatest stamp (tombstones' and fields' too; ``ZERO`` if none):
+        where its clock resumes after a restart."""
+        self._check_open()
+        store = self._node.store
+        latest = ZERO
+        with store.lock:
+            for table, key in store.lww_changed:
+                stamps = store.table_state(table).stamps.get(key)
+                if stamps is not None:
+                    latest = max(latest, stamps.base, *stamps.fields.values())
+        return latest
+
     def lww_tombstones(self, before_ms: int) -> list[tuple[str, str, tuple[int, int, str]]]:
         """An eventual store's tombstones stamped before ``before_ms``: ``(table, key, stamp)``."""
         self._check_open()
@@ -499,7 +513,8 @@ class Database:
                 return routed._commit(batch)
             if self.clock is not None:
                 with self._stamping(batch) as stamped:
-                    return _committed(self._node.commit(stamped, self._encode(stamped)))
+                    result = _committed(self._node.commit(stamped, self._encode(stamped)))
+                    return _with_stamps(result, stamped)
         return _committed(self._node.commit(batch, self._encode(batch)))
 
     async def _acommit(self, batch: Batch) -> ApplyResult:
@@ -510,7 +525,8 @@ class Database:
                 return await routed._acommit(batch)
             if self.clock is not None:
                 with self._stamping(batch) as stamped:
-                    return _committed(await self._node.acommit(stamped, self._encode(stamped)))
+                    result = _committed(await self._node.acommit(stamped, self._encode(stamped)))
+                    return _with_stamps(result, stamped)
         return _committed(await self._node.acommit(batch, self._encode(batch)))
 
     @contextlib.contextmanager
@@ -736,10 +752,16 @@ def _committed(result: ApplyResult) -> ApplyResult:
     return result
 
 
+def _with_stamps(result: ApplyResult, stamped: Batch) -> ApplyResult:
+    """``result`` with the stamps of the writes in ``stamped`` (an eventual store's batch)."""
+    result.stamps = [op.stamp for op in stamped.ops if type(op) is Lww and op.kind != "state"]
+    return result
+
+
 def _txn_result(batch: Batch, result: ApplyResult, entries: bool = True) -> TxnResult:
     """The revision, with one entry per op unless ``entries`` is false."""
     if not entries:
-        return TxnResult(result.revision)
+        return TxnResult(result.revision, stamps=result.stamps)
     found: list[Entry | UpdateResult | None] = []
     for op, record in zip(batch.ops, result.outcomes, strict=True):
         key = getattr(op, "key", None)
@@ -751,7 +773,7 @@ def _txn_result(batch: Batch, result: ApplyResult, entries: bool = True) -> TxnR
             found.append(None)
         else:
             found.append(_entry(key, cast("Record", record)))
-    return TxnResult(result.revision, found)
+    return TxnResult(result.revision, found, result.stamps)
 
 
 def open(
@@ -812,7 +834,9 @@ def _eventual_opener(
             LogBackend(folder, config) if folder is not None else MemoryBackend(config=config)
         )
         clock = HybridClock(node_id, max_skew_ms=config.max_clock_skew_ms)
-        return Database(Node.local(store, config, jobs=jobs), clock=clock)
+        db = Database(Node.local(store, config, jobs=jobs), clock=clock)
+        clock.restore(db.lww_latest())  # never below a stamp it already holds (hlc's doc)
+        return db
 
     return opened
 

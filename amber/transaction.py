@@ -42,6 +42,8 @@ class TxnResult:
 
     revision: int
     entries: list[Entry | UpdateResult | None] = field(default_factory=list)
+    #: On an eventual table: each write's stamp ``(ms, counter, node)``, in op order.
+    stamps: list[tuple[int, int, str]] = field(default_factory=list)
 
 
 class Transaction:

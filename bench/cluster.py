@@ -51,7 +51,7 @@ CLIENTS = 50
 REPLICAS = 3
 
 
-def _load(
+def load(
     write: Callable[[int, int], object], seconds: float, threads: int
 ) -> tuple[float, list[float]]:
     """Run ``write(thread, i)`` from ``threads`` threads for ``seconds``; ops/s and latencies."""
@@ -98,8 +98,8 @@ def pysyncobj_node(me: int, ports: list[int], seconds: float, lead: bool) -> Non
     while obj._getLeader() is None:
         time.sleep(0.05)
     d.set("warm", 1, sync=True, timeout=30)
-    rate, _ = _load(lambda t, i: d.set(f"k{t}-{i}", i, sync=True, timeout=30), seconds, CLIENTS)
-    _, single = _load(lambda t, i: d.set(f"s{i}", i, sync=True, timeout=30), seconds, 1)
+    rate, _ = load(lambda t, i: d.set(f"k{t}-{i}", i, sync=True, timeout=30), seconds, CLIENTS)
+    _, single = load(lambda t, i: d.set(f"s{i}", i, sync=True, timeout=30), seconds, 1)
     print(json.dumps({"rate": rate, "p50": _pct(single, 0.5), "p99": _pct(single, 0.99)}))
     sys.stdout.flush()
     os._exit(0)
@@ -154,8 +154,8 @@ def bench_amber(seconds: float) -> dict[str, float]:
                     break
                 except redis.RedisError:
                     time.sleep(0.1)
-            rate, _ = _load(lambda t, i: clients[t % 3].set(f"t:k{t}-{i}", i), seconds, CLIENTS)
-            _, single = _load(lambda t, i: clients[i % 3].set(f"t:s{i}", i), seconds, 1)
+            rate, _ = load(lambda t, i: clients[t % 3].set(f"t:k{t}-{i}", i), seconds, CLIENTS)
+            _, single = load(lambda t, i: clients[i % 3].set(f"t:s{i}", i), seconds, 1)
             return {"rate": rate, "p50": _pct(single, 0.5), "p99": _pct(single, 0.99)}
         finally:
             cluster.stop_all()
@@ -245,7 +245,7 @@ def bench_shards(shards: int, seconds: float) -> dict[str, float]:
             idle_cpu = sum(before.values()) - sum(idle.values())
             client_before = sum(os.times()[:2])
             began = time.monotonic()
-            rate, latencies = _load(write, seconds, CLIENTS)
+            rate, latencies = load(write, seconds, CLIENTS)
             elapsed = time.monotonic() - began
             client_cpu = sum(os.times()[:2]) - client_before
             used = {node_id: _cpu_seconds(pid) - before[node_id] for node_id, pid in pids.items()}

@@ -39,6 +39,9 @@ fsynced) and "a leader" means "it answers PING". The same workload and
 checkers apply: a single server must be linearizable too, and with
 ``durability="always"`` lose no acknowledged write; with ``never`` it may,
 and the durability checker is expected to say so.
+
+``workload="eventual"`` runs a different round, on an eventual
+(last-writer-wins) table: :func:`amber.chaos.eventual.run_eventual`.
 """
 
 from __future__ import annotations
@@ -59,7 +62,8 @@ from ..cluster.slots import ShardState, key_slot
 from ..config import DURABILITY_MODES
 from ..replication.local import LocalCluster, LocalNode, free_base_port
 from .history import Function, Record
-from .nemesis import ALL_KINDS, CRASH, KINDS, RESHARD, Nemesis, plan
+from .lwwcheck import EventualJudgement
+from .nemesis import ALL_KINDS, CLOCK_SKEW, CRASH, EVENTUAL_KINDS, KINDS, RESHARD, Nemesis, plan
 from .proxy import ProxyNetwork
 from .single import SingleServer, ready
 from .verdict import Judgement, judge, save_watch
@@ -79,6 +83,9 @@ __all__ = ["ChaosOptions", "ChaosRun", "run"]
 
 #: Raft ports: five digits, above every proxy port, below Linux's ephemeral range.
 RAFT_PORTS = (30_000, 32_700)
+#: ``register``: linearizable registers, a set, watches (strong tables); ``eventual``:
+#: puts, merges and deletes on an eventual table (:mod:`.eventual`).
+WORKLOADS = ("register", "eventual")
 
 
 @dataclass(frozen=True)
@@ -104,8 +111,23 @@ class ChaosOptions:
     durability: str = "always"
     #: Raft groups (``nodes`` members each); more than one speaks Redis Cluster.
     shards: int = 1
+    #: One of :data:`WORKLOADS`.
+    workload: str = "register"
 
     def __post_init__(self) -> None:
+        if self.workload not in WORKLOADS:
+            raise ValueError(f"--workload must be one of {', '.join(WORKLOADS)}")
+        if self.workload == "eventual":
+            wrong = sorted(set(self.nemesis) - set(EVENTUAL_KINDS))
+            if wrong:
+                raise ValueError(
+                    f"the eventual workload takes the nemeses {', '.join(EVENTUAL_KINDS)}, "
+                    f"not {', '.join(wrong)}"
+                )
+            if self.shards != 1 or self.nodes < 2:
+                raise ValueError("the eventual workload runs on one group of 2 or more members")
+        elif CLOCK_SKEW in self.nemesis:
+            raise ValueError("the clock-skew nemesis needs --workload eventual")
         unknown = set(self.nemesis) - set(ALL_KINDS)
         if unknown:
             raise ValueError(
@@ -134,7 +156,7 @@ class ChaosRun:
     """A finished run: the judgement and everything the report shows."""
 
     options: ChaosOptions
-    judgement: Judgement
+    judgement: Judgement | EventualJudgement
     records: list[Record]
     faults: list[dict[str, Any]]
     timings: dict[str, float]
@@ -144,6 +166,8 @@ class ChaosRun:
     shards: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: ``MOVED`` replies the clients followed.
     redirects: int = 0
+    #: More numbers for the report (the eventual workload's ``minority_writes``).
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def single(self) -> bool:
@@ -167,6 +191,7 @@ class ChaosRun:
         options = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self.options).items()}
         return {
             "verdict": self.judgement.verdict,
+            "workload": self.options.workload,
             "options": options,
             "operations_checked": self.judgement.checked_operations,
             "faults_injected": self.faults_injected,
@@ -174,6 +199,7 @@ class ChaosRun:
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "client_errors": self.errors,
             "notes": self.notes,
+            **self.extra,
             **(
                 {"shards": self.shards, "redirects": self.redirects, "reshards": self.reshards}
                 if self.shards
@@ -185,6 +211,10 @@ class ChaosRun:
 
 def run(options: ChaosOptions, log: Callable[[str], None] = lambda _: None) -> ChaosRun:
     """Run one chaos round and write its files into ``options.out``; see the module doc."""
+    if options.workload == "eventual":
+        from .eventual import run_eventual  # noqa: PLC0415 - it imports this module
+
+        return run_eventual(options, log)
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
     # A previous run's members must not come back: every run starts from empty folders.
@@ -207,6 +237,7 @@ def run(options: ChaosOptions, log: Callable[[str], None] = lambda _: None) -> C
             base_port=base_port,
             durability=options.durability,
             peer_address=proxies.peer_address if proxies is not None else None,
+            resp_peer_address=proxies.resp_address if proxies is not None else None,
             redis_cluster=sharded,
             shards=options.shards,
         )

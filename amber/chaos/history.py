@@ -13,7 +13,8 @@ A history file (``history.jsonl``) holds one JSON object per line, one per
   ``read``/``read-set``), ``fail`` (it certainly did not take effect) or
   ``info`` (unknown: a timeout or a lost connection; it may take effect at
   any moment after its invocation, even after the run ends).
-- ``f``: ``read`` | ``write`` | ``cas`` | ``add`` | ``read-set``. A ``cas``
+- ``f``: ``read`` | ``write`` | ``cas`` | ``add`` | ``read-set`` (the eventual
+  workload: ``read`` | ``put`` | ``merge`` | ``delete``, see :mod:`.eventual`). A ``cas``
   carries ``[expected, new]``; ``add`` carries the element added to the set
   named by ``key``; a ``read`` of a never-written key returns ``null``.
 - ``time``: monotonic seconds on the harness's clock (one clock for all
@@ -52,7 +53,8 @@ __all__ = [
 ]
 
 RecordType = Literal["invoke", "ok", "fail", "info"]
-Function = Literal["read", "write", "cas", "add", "read-set"]
+#: ``put``, ``merge`` and ``delete``: the eventual workload (:mod:`.eventual`).
+Function = Literal["read", "write", "cas", "add", "read-set", "put", "merge", "delete"]
 
 _TYPES: frozenset[str] = frozenset(get_args(RecordType))
 _FUNCTIONS: frozenset[str] = frozenset(get_args(Function))

@@ -25,6 +25,14 @@ each followed by a quiet gap:
   next (restarted at the end of the window), so moves are interrupted too.
   A move that fails (a group without a leader) is recorded, and repaired
   at its heal (or by the next move, or :meth:`Nemesis.heal_all`).
+- ``clock-skew`` (the eventual workload): give one member's hybrid clock an
+  offset with ``AMBER.LWW CLOCK-OFFSET`` (the servers run with
+  ``--allow-clock-offset``): target ``beyond`` is 1-3 s more than the
+  cluster's ``--max-clock-skew-ms`` ahead (its peers refuse its writes
+  until real time catches up), ``within`` 30-80 % of the bound ahead
+  (accepted at once), ``behind`` 1-3 s more than the bound behind (it
+  refuses its peers' writes). The heal sets the offset back to 0 (a killed
+  member restarts at 0 anyway).
 - ``membership``: ``AMBER.CLUSTER REMOVE`` the member with the greatest raft
   address (leadership is transferred away first if it leads), stop it and
   wipe its folder; at the end of the window start it fresh and
@@ -61,7 +69,9 @@ from .wire import error_code, find_leader, resp_client, status
 
 __all__ = [
     "ALL_KINDS",
+    "CLOCK_SKEW",
     "CRASH",
+    "EVENTUAL_KINDS",
     "KINDS",
     "RESHARD",
     "SHARDED_KINDS",
@@ -79,7 +89,12 @@ CRASH = "crash"
 RESHARD = "reshard"
 #: The default nemeses of a sharded run (membership is refused there).
 SHARDED_KINDS = ("kill", "pause", "partition", RESHARD)
-ALL_KINDS = (*KINDS, RESHARD, CRASH)
+#: Shifts one member's eventual (hybrid) clock: the eventual workload only.
+CLOCK_SKEW = "clock-skew"
+#: The default nemeses of the eventual workload.
+EVENTUAL_KINDS = ("kill", "pause", "partition", CLOCK_SKEW)
+ALL_KINDS = (*KINDS, RESHARD, CRASH, CLOCK_SKEW)
+_SKEWS = ("beyond", "within", "behind")
 #: Slots moved per mover step, and the widest range one reshard moves.
 _RESHARD_STEP = 64
 _RESHARD_WIDTH = (1, 400)
@@ -142,6 +157,8 @@ def plan(
             target = rng.choice(_PARTITIONS) if nodes >= 3 else "isolate-leader"
         elif kind == RESHARD:
             target = rng.choice(("slots", "slots+kill"))
+        elif kind == CLOCK_SKEW:
+            target = rng.choice(_SKEWS)
         else:
             target = "newest"
         faults.append(Fault(round(t, 3), kind, target, round(duration, 3), rng.randrange(2**31)))
@@ -162,20 +179,26 @@ class FaultRecord:
     #: A reshard's move: ``first``, ``last``, ``target``, ``keys`` (registers in the
     #: range), ``copied`` (keys the mover copied).
     move: dict[str, Any] | None = None
+    #: A partition's sides (node ids; a bridge's bridge node is on neither).
+    sides: list[list[str]] | None = None
 
     @property
     def injected(self) -> bool:
         return self.start is not None and self.error is None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            **self.fault.to_json(),
-            "nodes": self.nodes,
-            "applied_at": None if self.start is None else round(self.start, 3),
-            "healed_at": None if self.end is None else round(self.end, 3),
-            "detail": self.detail,
-            "error": self.error,
-        } | ({"move": self.move} if self.move is not None else {})
+        return (
+            {
+                **self.fault.to_json(),
+                "nodes": self.nodes,
+                "applied_at": None if self.start is None else round(self.start, 3),
+                "healed_at": None if self.end is None else round(self.end, 3),
+                "detail": self.detail,
+                "error": self.error,
+            }
+            | ({"move": self.move} if self.move is not None else {})
+            | ({"sides": self.sides} if self.sides is not None else {})
+        )
 
 
 class Nemesis:
@@ -190,8 +213,13 @@ class Nemesis:
         log: Callable[[str], None] = lambda _: None,
         *,
         keys: Sequence[str] = (),
+        max_clock_skew_ms: int = 60_000,
     ) -> None:
         self.cluster = cluster
+        #: The servers' ``--max-clock-skew-ms``: what the clock-skew offsets are measured by.
+        self.max_clock_skew_ms = max_clock_skew_ms
+        #: Members given a clock offset and not set back yet.
+        self._skewed: set[str] = set()
         #: Wire keys of the registers: a reshard moves a range holding one of them.
         self.keys = list(keys)
         #: What :meth:`heal_all` found and did (the harness reports it).
@@ -281,6 +309,27 @@ class Nemesis:
             self._remove(record)
         elif fault.kind == RESHARD:
             self._reshard(record)
+        elif fault.kind == CLOCK_SKEW:
+            self._skew(record)
+
+    def _skew(self, record: FaultRecord) -> None:
+        """Shift one member's hybrid clock by an offset measured by the skew bound."""
+        fault = record.fault
+        node = self._target(fault)
+        rng = random.Random(fault.pick)
+        bound = self.max_clock_skew_ms
+        beyond = bound + rng.randint(1000, 3000)
+        offset = {
+            "beyond": beyond,
+            "within": int(bound * rng.uniform(0.3, 0.8)),
+            "behind": -beyond,
+        }[fault.target]
+        record.nodes = [node.node_id]
+        record.start = self.clock()
+        _call(node, "AMBER.LWW", "CLOCK-OFFSET", str(offset))
+        with self._lock:
+            self._skewed.add(node.node_id)
+        record.detail = f"clock {offset:+d} ms (bound {bound} ms)"
 
     def _partition(self, record: FaultRecord) -> None:
         if self.proxies is None:
@@ -308,9 +357,11 @@ class Nemesis:
             for a, b in cut:
                 self.proxies.cut(a, b)
             record.detail = f"{left} | {right}, bridged by {bridge}"
+            record.sides = [sorted(left), sorted(right)]
         else:
             cut = self.proxies.partition(groups)
             record.detail = f"{groups[0]} | {groups[1]}"
+            record.sides = [sorted(g) for g in groups]
         record.nodes = sorted({n for link in cut for n in link})
 
     def _remove(self, record: FaultRecord) -> None:
@@ -439,6 +490,8 @@ class Nemesis:
             self.proxies.heal()
         elif kind == "membership":
             self._rejoin(record)
+        elif kind == CLOCK_SKEW:
+            self._unskew()
         elif kind == RESHARD:
             self._restart_killed()
             if record.error is None:
@@ -454,6 +507,15 @@ class Nemesis:
             if not node.running:
                 self.cluster.start(node)
             self._killed.discard(node_id)
+
+    def _unskew(self) -> None:
+        """Set every skewed member's clock offset back to 0 (a restarted one is at 0)."""
+        with self._lock:
+            skewed, self._skewed = sorted(self._skewed), set()
+        for node_id in skewed:
+            node = self.cluster.node(node_id)
+            if node.running:
+                _call(node, "AMBER.LWW", "CLOCK-OFFSET", "0")
 
     def _resume_paused(self) -> None:
         for node_id in sorted(self._paused):
@@ -486,13 +548,15 @@ class Nemesis:
         raise RuntimeError(f"could not add {node.node_id} back: {error}")
 
     def heal_all(self) -> None:
-        """Undo every fault still in effect: proxies, pauses, kills, a removed member."""
+        """Undo every fault still in effect: proxies, pauses, kills, clock offsets, a
+        removed member."""
         if self.proxies is not None:
             self.proxies.heal()
         self._resume_paused()
         for node in self.members:  # a paused-then-stopped corner: resume is harmless
             self.cluster.resume(node)
         self._restart_killed()
+        self._unskew()
         self._rejoin(None)
         if self.cluster.shards > 1:
             self._repair_all()

@@ -18,6 +18,15 @@ dropped link and keeps retrying); :meth:`~LinkProxy.heal` forwards again.
 :meth:`ProxyNetwork.peer_address` is the hook
 :class:`~amber.replication.local.LocalCluster` takes.
 
+Eventual tables replicate over RESP: each member dials each peer's RESP
+port and pulls (:mod:`amber.server.lww_sync`). :meth:`ProxyNetwork.resp_address`
+(LocalCluster's ``resp_peer_address`` hook) gives every member a proxy
+per peer for those links, one per direction (both sides dial), and
+:meth:`~ProxyNetwork.cut`, :meth:`~ProxyNetwork.partition` and
+:meth:`~ProxyNetwork.heal` act on them with the Raft link of the same
+pair, so a partition cuts replication of both kinds. Clients keep the
+real RESP ports.
+
 Limitation: the addresses a node knows its peers by differ from node to
 node, so cluster state that carries addresses between nodes must not be
 relied on: a removal must name a member that every node knows by its real
@@ -118,6 +127,10 @@ class LinkProxy:
             try:
                 upstream = socket.create_connection(self.target, timeout=2)
                 upstream.settimeout(None)
+                # Forward each small message at once: with Nagle's algorithm on both hops
+                # a request/reply link waits for delayed ACKs (~40 ms a message).
+                for sock in (client, upstream):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 _close(client)
                 continue
@@ -165,6 +178,8 @@ class ProxyNetwork:
         self._lock = threading.Lock()
         #: ``frozenset({id_a, id_b})`` -> the proxy of that link.
         self.links: dict[frozenset[str], LinkProxy] = {}
+        #: ``(from_id, to_id)`` -> the proxy ``from_id`` dials ``to_id``'s RESP port through.
+        self.resp_links: dict[tuple[str, str], LinkProxy] = {}
 
     def peer_address(self, from_node: LocalNode, to_node: LocalNode) -> str:
         """The address ``from_node`` should know ``to_node`` by (``LocalCluster``'s hook)."""
@@ -185,11 +200,27 @@ class ProxyNetwork:
             )
         return proxy.address
 
-    def _new_proxy(self, name: str, to_node: LocalNode) -> LinkProxy:
+    def resp_address(self, from_node: LocalNode, to_node: LocalNode) -> str:
+        """The RESP address ``from_node`` pulls ``to_node``'s eventual changes from: a proxy
+        (``LocalCluster``'s ``resp_peer_address`` hook)."""
+        link = (from_node.node_id, to_node.node_id)
+        target = (to_node.host, to_node.resp_port)
+        with self._lock:
+            proxy = self.resp_links.get(link)
+            if proxy is None or proxy.target != target:
+                if proxy is not None:
+                    proxy.close()
+                name = f"{from_node.node_id}->{to_node.node_id}/resp"
+                proxy = self.resp_links[link] = self._new_proxy(name, to_node, target)
+        return proxy.address
+
+    def _new_proxy(
+        self, name: str, to_node: LocalNode, target: tuple[str, int] | None = None
+    ) -> LinkProxy:
         for _ in range(200):
             port = self._rng.choice(PROXY_PORTS)
             try:
-                return LinkProxy(name, (to_node.host, to_node.raft_port), port, self.host)
+                return LinkProxy(name, target or (to_node.host, to_node.raft_port), port, self.host)
             except OSError:
                 continue
         raise OSError("found no free proxy port in 200 attempts")
@@ -200,26 +231,30 @@ class ProxyNetwork:
         if proxy is None:
             raise KeyError(f"no proxied link between {a} and {b}")
         proxy.cut()
+        for pair in ((a, b), (b, a)):
+            if pair in self.resp_links:
+                self.resp_links[pair].cut()
 
     def partition(self, groups: Iterable[Iterable[str]]) -> list[tuple[str, str]]:
         """Cut every link between nodes of different groups; returns the cut links."""
         owner = {node: i for i, group in enumerate(groups) for node in group}
         cut = []
-        for link, proxy in sorted(self.links.items(), key=lambda item: sorted(item[0])):
+        for link in sorted(self.links, key=sorted):
             a, b = sorted(link)
             if a in owner and b in owner and owner[a] != owner[b]:
-                proxy.cut()
+                self.cut(a, b)
                 cut.append((a, b))
         return cut
 
     def heal(self) -> None:
         """Forward every link again."""
-        for proxy in list(self.links.values()):
+        for proxy in [*self.links.values(), *self.resp_links.values()]:
             proxy.heal()
 
     def close(self) -> None:
         """Close every proxy (idempotent)."""
         with self._lock:
-            proxies, self.links = list(self.links.values()), {}
+            proxies = [*self.links.values(), *self.resp_links.values()]
+            self.links, self.resp_links = {}, {}
         for proxy in proxies:
             proxy.close()

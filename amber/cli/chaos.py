@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -26,17 +26,25 @@ def chaos(  # noqa: PLR0917 - typer maps parameters to options
         typer.Option(help="Raft groups (Redis Cluster protocol when more than 1), up to 5."),
     ] = 1,
     seconds: Annotated[float, typer.Option(help="How long the workload and faults run.")] = 60.0,
+    workload: Annotated[
+        str,
+        typer.Option(
+            help="register (linearizable registers on strong tables) or eventual "
+            "(puts, merges, deletes on an eventual, last-writer-wins table)."
+        ),
+    ] = "register",
     nemesis: Annotated[
         str | None,
         typer.Option(
             help="Comma-separated: kill, pause, partition, membership; reshard (--shards, "
-            "no membership); or crash (--nodes 1). Default: kill,pause,partition,membership "
-            "(with --shards: kill,pause,partition,reshard).",
+            "no membership); crash (--nodes 1); clock-skew (--workload eventual). Default: "
+            "kill,pause,partition,membership (with --shards: kill,pause,partition,reshard; "
+            "with --workload eventual: kill,pause,partition,clock-skew).",
             show_default=False,
         ),
     ] = None,
     clients: Annotated[int, typer.Option(help="Concurrent client processes.")] = 10,
-    keys: Annotated[int, typer.Option(help="Registers (keys r:k0 …).")] = 8,
+    keys: Annotated[int, typer.Option(help="Registers (keys r:k0 …; eventual: ev:k0 …).")] = 8,
     seed: Annotated[int, typer.Option(help="Seed of the fault schedule and the workload.")] = 7,
     rate: Annotated[float, typer.Option(help="Operations per second per client, at most.")] = 10.0,
     durability: Annotated[
@@ -79,24 +87,42 @@ def chaos(  # noqa: PLR0917 - typer maps parameters to options
     no acknowledged write may be lost; with never, losses are expected and
     reported.
 
+    With --workload eventual it declares table ev eventual and sends reads,
+    puts of unique values, merges of unique top-level fields and deletes to
+    random members (each write's HLC stamp recorded), while the nemesis
+    kills, pauses, partitions (Raft and the eventual RESP pull links alike)
+    and skews one member's clock (clock-skew: AMBER.LWW CLOCK-OFFSET within
+    and beyond --max-clock-skew-ms 2000). After healing it checks that all
+    members converge within 30 s (the time is reported), that no
+    acknowledged write is lost (present, or superseded by a greater stamp)
+    and that no value appears that was never written; report.json adds the
+    states each member refused for clock skew and the writes acknowledged on
+    a minority side of a partition. Writes OUT/eventual.json (the final
+    states) instead of OUT/watch.json.
+
     Exit code: 0 valid, 1 a violation was found, 2 unknown (the
     linearizability search ran out of its budget), 3 the harness failed.
     """
+    from amber.chaos.eventual import recheck_eventual  # noqa: PLC0415
     from amber.chaos.verdict import EXIT_CODES  # noqa: PLC0415
     from amber.chaos.verdict import recheck as judge_again  # noqa: PLC0415
 
     if recheck:
         if not (out / "history.jsonl").exists():
             fail(f"no history.jsonl in {out}", HARNESS_FAILED)
-        judgement = judge_again(out, budget=check_budget)
+        if (out / "eventual.json").exists():
+            judgement: Any = recheck_eventual(out)
+        else:
+            judgement = judge_again(out, budget=check_budget)
         console.print(judgement.describe(), highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_CODES[judgement.verdict])
 
     from amber.chaos.harness import ChaosOptions, run  # noqa: PLC0415
-    from amber.chaos.nemesis import KINDS, SHARDED_KINDS  # noqa: PLC0415
+    from amber.chaos.nemesis import EVENTUAL_KINDS, KINDS, SHARDED_KINDS  # noqa: PLC0415
 
     if nemesis is None:
-        nemesis = ",".join(SHARDED_KINDS if shards > 1 else KINDS)
+        default = SHARDED_KINDS if shards > 1 else KINDS
+        nemesis = ",".join(EVENTUAL_KINDS if workload == "eventual" else default)
 
     try:
         options = ChaosOptions(
@@ -111,6 +137,7 @@ def chaos(  # noqa: PLR0917 - typer maps parameters to options
             rate=rate,
             check_budget=check_budget,
             durability=durability,
+            workload=workload,
         )
     except ValueError as exc:
         fail(str(exc), HARNESS_FAILED)
@@ -131,6 +158,12 @@ def chaos(  # noqa: PLR0917 - typer maps parameters to options
             f"{len(moves)} reshards moved {sum(m['copied'] for m in moves)} keys "
             f"({sum(len(m['keys']) for m in moves)} register moves); "
             f"{result.redirects} MOVED followed",
+            highlight=False,
+        )
+    if "minority_writes" in result.extra:
+        console.print(
+            f"{result.extra['minority_writes']} writes acknowledged on a minority side "
+            "of a partition",
             highlight=False,
         )
     for note in result.notes:

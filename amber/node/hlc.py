@@ -7,6 +7,14 @@ wall clock is behind what was seen), so a node's stamps only grow;
 seeing another node's write is stamped later than it — the causal order is
 kept even when the two wall clocks disagree (Kulkarni et al., 2014).
 
+The clock lives in memory: when a node's eventual store is opened again
+(a restart) it is moved past every stamp the store holds (``restore``),
+so "never goes backwards" holds across restarts too — else a node that had
+seen stamps ahead of its wall clock (a peer's clock ahead within the
+bound, its own clock set back) would stamp its next writes *below* states
+it already holds, and they would lose to them: an acknowledged write
+vanishing on the member that took it.
+
 A remote stamp more than ``max_skew_ms`` ahead of this node's wall clock is
 refused (not observed, not applied): a member with a clock far in the
 future would otherwise win every conflict for as long as its lead lasts,
@@ -57,6 +65,12 @@ class HybridClock:
             else:
                 self._counter += 1
             return (self._ms, self._counter, self.node)
+
+    def restore(self, stamp: Stamp) -> None:
+        """Move past ``stamp``, one this node already holds (its store's greatest, on open):
+        never refused, whatever the wall clock says now."""
+        with self._lock:
+            self._ms, self._counter = max((self._ms, self._counter), (stamp[0], stamp[1]))
 
     def observe(self, stamp: Stamp) -> bool:
         """Move past ``stamp`` (a remote write's); False, refused, if it is too far ahead."""

@@ -9,6 +9,9 @@ raft ``+2`` (the KV text protocol is off).
 ``peer_address(from_node, to_node)``, when given, says which raft address
 ``from_node`` is told for ``to_node`` in its ``--peers`` (by default the
 real one): the chaos harness routes links through its TCP proxies with it.
+``resp_peer_address(from_node, to_node)`` does the same for the RESP
+addresses in ``--cluster-resp-peers`` (the links eventual tables replicate
+over); clients still use the real ports.
 
 ``shards=S`` (with ``redis_cluster``) splits the nodes into S Raft groups
 of equal size (n1..nR the first, and so on), each with its own peers, and
@@ -109,6 +112,7 @@ class LocalCluster:
         extra_args: Iterable[str] = (),
         log_level: str = "warning",
         peer_address: Callable[[LocalNode, LocalNode], str] | None = None,
+        resp_peer_address: Callable[[LocalNode, LocalNode], str] | None = None,
         redis_cluster: bool = False,
         shards: int = 1,
     ) -> None:
@@ -121,6 +125,7 @@ class LocalCluster:
         #: Start the nodes with ``--cluster-mode redis`` (the Redis Cluster protocol).
         self.redis_cluster = redis_cluster
         self.peer_address = peer_address
+        self.resp_peer_address = resp_peer_address
         self.secret_file = secret_file or ensure_secret(self.folder / "cluster.secret")
         self.durability = durability
         self.extra_args = list(extra_args)
@@ -219,7 +224,8 @@ class LocalCluster:
         peers = ",".join(f"{m.node_id}={address(node, m)}" for m in members if m is not node)
         group = [m for m in self.nodes if self.group_of(m) == self.group_of(node)]
         # The members of its own Raft group: eventual tables replicate over RESP among them.
-        resp_peers = ",".join(f"{m.node_id}={m.host}:{m.resp_port}" for m in group if m is not node)
+        resp = self.resp_peer_address or (lambda _from, to: f"{to.host}:{to.resp_port}")
+        resp_peers = ",".join(f"{m.node_id}={resp(node, m)}" for m in group if m is not node)
         redis_mode = ["--cluster-resp-peers", resp_peers] if resp_peers else []
         if self.redis_cluster:
             redis_mode += ["--cluster-mode", "redis"]

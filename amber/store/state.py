@@ -137,6 +137,10 @@ class ApplyResult:
     outcomes: list[Record | Updated | None]
     #: Why the batch changed nothing (a failed compare, a merge grown too large).
     error: AmberError | None = None
+    #: An eventual store's batch: the stamp of each write it made (put, merge,
+    #: delete, update; not replicated states), in op order (what ``AMBER.TXN``
+    #: answers with ``"stamps": true``).
+    stamps: list[Stamp] = field(default_factory=list)
 
 
 @dataclass(slots=True)

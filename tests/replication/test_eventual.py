@@ -200,3 +200,29 @@ def test_bad_input_is_refused_clearly(cluster: LocalCluster) -> None:
         c.execute_command(
             "AMBER.TXN", json.dumps({"ops": [["put", "presence:z", 1], ["put", "strong:z", 1]]})
         )
+
+
+def test_a_transaction_answers_the_stamps_of_its_eventual_writes(cluster: LocalCluster) -> None:
+    """``"stamps": true``: each write's stamp, the one last-writer-wins compares (the
+    chaos checker relies on it); a later write on another member is stamped greater."""
+    n1, n2, _ = cluster.nodes
+    spec = {
+        "ops": [["put", "presence:st", {"a": 1}], ["merge", "presence:st", {"b": 2}]],
+        "stamps": True,
+    }
+    revision, stamps = client(n1).execute_command("AMBER.TXN", json.dumps(spec))
+    assert isinstance(revision, int) and len(stamps) == 2
+    parsed = [(int(t.split(b".")[0]), int(t.split(b".")[1].split(b"@")[0])) for t in stamps]
+    assert all(s.endswith(b"@n1") for s in stamps) and parsed[0] < parsed[1]
+    eventually(lambda: converged(cluster.nodes, "presence:st"))
+    spec = {"ops": [["delete", "presence:st"]], "stamps": True}
+    _, (later,) = client(n2).execute_command("AMBER.TXN", json.dumps(spec))
+    ms, _, rest = later.partition(b".")
+    assert later.endswith(b"@n2") and (int(ms), int(rest.split(b"@")[0])) > parsed[1]
+    assert client(n1).execute_command("AMBER.TXN", json.dumps({"ops": [["put", "s:x", 1]]})) >= 1
+    strong = client(n1).execute_command(
+        "AMBER.TXN", json.dumps({"ops": [["put", "s:x", 2]], "stamps": True})
+    )
+    assert strong[1] == []  # a strong table's writes have no stamps
+    with pytest.raises(redis.ResponseError, match="stamps"):
+        client(n1).execute_command("AMBER.TXN", json.dumps({"ops": [], "stamps": 1}))

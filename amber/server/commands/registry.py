@@ -39,7 +39,7 @@ Flags (Redis' own names where Redis has them):
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -84,13 +84,17 @@ def arity_error(name: str) -> CommandError:
 
 
 class Entries(list[Any]):
-    """What a commit did for one command: an entry per op, and the revision."""
+    """What a commit did for one command: an entry per op, the revision, and (eventual
+    tables) each write's stamp."""
 
-    __slots__ = ("revision",)
+    __slots__ = ("revision", "stamps")
 
-    def __init__(self, entries: list[Any], revision: int) -> None:
+    def __init__(
+        self, entries: list[Any], revision: int, stamps: Sequence[tuple[int, int, str]] = ()
+    ) -> None:
         super().__init__(entries)
         self.revision = revision
+        self.stamps = stamps
 
 
 class Later:

@@ -469,7 +469,7 @@ class Session:
                         return _finished(reply, state.db.revision)
                     continue
                 if type(reply) is Later:
-                    return reply.finish(Entries(result.entries, result.revision))
+                    return reply.finish(Entries(result.entries, result.revision, result.stamps))
                 return reply
         finally:
             done.set_result(None)

@@ -16,6 +16,7 @@ from typing import Any
 
 from ...cluster.slots import key_slot
 from ...database import Compare, Database
+from ...store.lww import stamp_text
 from .keys import join_key, split_key
 from .registry import REGISTRY, CommandError, Entries, Later
 from .replies import NULL_ARRAY, Simple
@@ -182,10 +183,19 @@ def amber_txn(session: Any, kv: Any, args: list[bytes]) -> Any:
     Compare targets: ``mod_revision``, ``create_revision``, ``version``,
     ``value``, ``exists``; operators ``= != < <= > >=``. If a compare fails
     nothing changes and the reply is a ``CONDITION`` error naming it.
+
+    With ``"stamps": true`` the reply is ``[revision, [stamp, ...]]``: on an
+    eventual table, each write's hybrid-clock stamp ``ms.counter@node`` (the
+    one last-writer-wins compares), in op order — so a client, e.g. the
+    chaos checker, knows exactly which write a later one must beat; empty on
+    a strong table.
     """
     spec = load_json(args[1])
     if not isinstance(spec, dict) or not isinstance(spec.get("ops"), list):
         raise CommandError('AMBER.TXN takes {"compares": [...], "ops": [...]}')
+    stamps = spec.get("stamps", False)
+    if not isinstance(stamps, bool):
+        raise CommandError(f'"stamps" must be true or false, not {stamps!r}')
     for item in spec.get("compares") or []:
         if not isinstance(item, list) or len(item) != 4 or not isinstance(item[0], str):
             raise CommandError("a compare is [key, target, operator, operand]")
@@ -212,6 +222,8 @@ def amber_txn(session: Any, kv: Any, args: list[bytes]) -> Any:
             raise CommandError(f"unknown or malformed op {op!r}")
     if not kv.ops:
         raise CommandError("AMBER.TXN needs at least one op")
+    if stamps:
+        return Later(lambda done: [done.revision, [stamp_text(s).encode() for s in done.stamps]])
     return Later(lambda entries: entries.revision)
 
 
