@@ -289,7 +289,7 @@ def run_eventual(
 ) -> ChaosRun:
     """Run one eventual chaos round and write its files into ``options.out``; ``faults``
     replaces the seeded plan (a test that needs one fault right after another)."""
-    from .harness import ChaosRun  # noqa: PLC0415 - the harness imports this module
+    from .harness import ChaosRun, write_report  # noqa: PLC0415 - the harness imports this module
 
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
@@ -392,21 +392,7 @@ def run_eventual(
         dict(sorted(recorder.errors.items())),
     )
     result.extra["minority_writes"] = minority_writes(recorder.records, faults_json, options.nodes)
-    (out / "report.json").write_text(json.dumps(result.report(), indent=2) + "\n")
-    try:
-        from .timeline import plot_timeline  # noqa: PLC0415
-
-        plot_timeline(
-            result.records,
-            result.faults,
-            out / "timeline.png",
-            title=f"amber chaos eventual seed {options.seed}: {', '.join(options.nemesis)} "
-            f"— {judgement.verdict}",
-            end=timings.get("workload"),
-        )
-    except ImportError as exc:
-        notes.append(f"no timeline.png: {exc} (install amber[chaos])")
-    return result
+    return write_report(result, out, "amber chaos eventual")
 
 
 def declare_eventual(node: LocalNode, table: str = TABLE, timeout: float = 30.0) -> None:

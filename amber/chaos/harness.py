@@ -368,6 +368,12 @@ def run(options: ChaosOptions, log: Callable[[str], None] = lambda _: None) -> C
         shards,
         sum(c.redirects for c in clients),
     )
+    return write_report(result, out, "amber chaos")
+
+
+def write_report(result: ChaosRun, out: Path, what: str) -> ChaosRun:
+    """``report.json`` and ``timeline.png`` of a finished run (``what`` heads the plot)."""
+    options, timings = result.options, result.timings
     (out / "report.json").write_text(json.dumps(result.report(), indent=2) + "\n")
     try:
         from .timeline import plot_timeline  # noqa: PLC0415
@@ -376,12 +382,12 @@ def run(options: ChaosOptions, log: Callable[[str], None] = lambda _: None) -> C
             result.records,
             result.faults,
             out / "timeline.png",
-            title=f"amber chaos seed {options.seed}: {', '.join(options.nemesis)} "
-            f"— {judgement.verdict}",
+            title=f"{what} seed {options.seed}: {', '.join(options.nemesis)} "
+            f"— {result.judgement.verdict}",
             end=timings.get("workload"),
         )
     except ImportError as exc:
-        notes.append(f"no timeline.png: {exc} (install amber[chaos])")
+        result.notes.append(f"no timeline.png: {exc} (install amber[chaos])")
     return result
 
 
