@@ -6,6 +6,8 @@ have no ``__init__.py``, so pytest puts this folder on ``sys.path``.
 
 from __future__ import annotations
 
+import re
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,3 +52,16 @@ def wait_ok(node: LocalNode, timeout: float = 30.0) -> None:
     while plain(node).cluster("INFO")["cluster_state"] != "ok":
         assert time.monotonic() < deadline, f"{node.node_id} never said cluster_state:ok"
         time.sleep(0.1)
+
+
+def redis_benchmark_cluster(node: LocalNode, *options: str) -> tuple[int, str, dict[str, float]]:
+    """``redis-benchmark --cluster -t set,get -q OPTIONS`` against ``node``:
+    ``(exit code, output, {"SET": requests/s, "GET": requests/s})``."""
+    done = subprocess.run(
+        ["redis-benchmark", "--cluster", "-h", node.host, "-p", str(node.resp_port),
+         "-t", "set,get", "-q", *options],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    out = done.stdout + done.stderr
+    rates = re.findall(r"^(SET|GET): ([\d.]+) requests per second", out, re.M)
+    return done.returncode, out, {name: float(rate) for name, rate in rates}

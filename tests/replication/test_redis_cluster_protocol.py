@@ -7,13 +7,12 @@ Real ``amber serve`` processes; redis-py's ``RedisCluster`` and
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 
 import pytest
 import redis
-from cluster_support import plain, running_cluster
+from cluster_support import plain, redis_benchmark_cluster, running_cluster
 from redis.cluster import RedisCluster
 
 from amber.cluster.slots import redis_node_id
@@ -145,15 +144,9 @@ def test_redis_benchmark_cluster_reads_the_topology(cluster: LocalCluster) -> No
     — after fetching the configuration, not with "Failed to fetch cluster
     configuration". Sharding over several groups (issue #14) is what lets it run.
     """
-    node = cluster.nodes[0]
-    run = subprocess.run(
-        ["redis-benchmark", "--cluster", "-h", node.host, "-p", str(node.resp_port),
-         "-t", "set,get", "-n", "2000", "-q"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    output = run.stdout + run.stderr
+    code, output, rates = redis_benchmark_cluster(cluster.nodes[0], "-n", "2000")
     assert "Failed to fetch cluster configuration" not in output
     if "Invalid cluster: 1 node(s)" in output:
         return
-    assert run.returncode == 0, output
-    assert "SET:" in output and "GET:" in output
+    assert code == 0, output
+    assert set(rates) == {"SET", "GET"}, output
