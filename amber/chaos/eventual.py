@@ -31,9 +31,7 @@ An eventual write must succeed on any member that runs and is not paused
 from __future__ import annotations
 
 import json
-import random
 import shutil
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -48,7 +46,7 @@ from .lwwcheck import BASE, EventualJudgement, judge_eventual
 from .nemesis import Fault, Nemesis, plan
 from .proxy import ProxyNetwork
 from .wire import error_code, find_leader, outcome, resp_client
-from .workload import Recorder
+from .workload import ChaosClient, Recorder
 
 if TYPE_CHECKING:
     from .harness import ChaosOptions, ChaosRun
@@ -83,61 +81,19 @@ def eventual_key(i: int) -> str:
     return f"{TABLE}:k{i}"
 
 
-class EventualClient(threading.Thread):
+class EventualClient(ChaosClient):
     """One process: reads, puts, merges and deletes on random members until ``deadline``."""
 
-    def __init__(
-        self,
-        process: int,
-        members: Callable[[], list[LocalNode]],
-        recorder: Recorder,
-        *,
-        keys: int,
-        seed: int,
-        deadline: float,
-        rate: float = 10.0,
-        timeout: float = 2.5,
-        max_ops: int = 100_000,
-    ) -> None:
-        super().__init__(name=f"chaos-eventual-{process}", daemon=True)
-        self.process = process
-        self.members = members
-        self.recorder = recorder
-        self.keys = keys
-        self.rng = random.Random(f"{seed}-eventual-{process}")
-        self.deadline = deadline
-        self.interval = 1.0 / rate if rate > 0 else 0.0
-        self.timeout = timeout
-        self.max_ops = max_ops
-        self.ops = 0
-        self._counter = 0
-        self._clients: dict[int, redis.Redis] = {}
+    kind = "eventual"
 
-    def _unique(self) -> int:
-        self._counter += 1
-        return self.process * 10_000_000 + self._counter
-
-    def run(self) -> None:
-        try:
-            while time.monotonic() < self.deadline and self.ops < self.max_ops:
-                began = time.monotonic()
-                self._one()
-                self.ops += 1
-                pause = self.interval - (time.monotonic() - began)
-                if pause > 0:
-                    time.sleep(min(pause * self.rng.uniform(0.5, 1.5), 1.0))
-        finally:
-            for client in self._clients.values():
-                client.close()
-
-    def _one(self) -> None:
+    def _one(self) -> bool:
         node = self.rng.choice(self.members())
         key = eventual_key(self.rng.randrange(self.keys))
         roll = self.rng.random()
         spec: dict[str, Any] = {"node": node.node_id}
         if roll < 0.3:
             self._do(node, "read", key, spec, ("JSON.GET", key))
-            return
+            return True
         if roll < 0.55:
             spec["value"] = self._unique()
             op: list[Any] = ["put", key, {BASE: spec["value"]}]
@@ -149,6 +105,7 @@ class EventualClient(threading.Thread):
             op, f = ["delete", key], "delete"
         txn = json.dumps({"ops": [op], "stamps": True})
         self._do(node, f, key, spec, ("AMBER.TXN", txn))
+        return True  # each operation picks its member anyway: nothing to hop
 
     def _do(
         self, node: LocalNode, f: Function, key: str, spec: dict[str, Any], command: tuple[str, ...]

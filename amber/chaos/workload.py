@@ -119,8 +119,13 @@ def decode_value(raw: Any) -> Any:
         return text  # not a value the workload wrote: the checkers will say so
 
 
-class RegisterClient(threading.Thread):
-    """One process: random read / write / cas / add operations until ``deadline``."""
+class ChaosClient(threading.Thread):
+    """One process (Jepsen's word): ``_one`` operation after another, at most ``rate`` a
+    second, until ``deadline``, ``max_ops`` or ``stop``. A failed operation makes the
+    next go to another member (``hops``), as a cluster-aware client would."""
+
+    #: Names the thread and seeds the process's random choices (replays repeat them).
+    kind = "client"
 
     def __init__(
         self,
@@ -135,46 +140,27 @@ class RegisterClient(threading.Thread):
         timeout: float = 2.5,
         max_ops: int = 100_000,
         stop: threading.Event | None = None,
-        groups: Callable[[], list[list[LocalNode]]] | None = None,
     ) -> None:
-        super().__init__(name=f"chaos-client-{process}", daemon=True)
+        super().__init__(name=f"chaos-{self.kind}-{process}", daemon=True)
         self.process = process
         self.members = members
         self.recorder = recorder
         self.keys = keys
-        self.rng = random.Random(f"{seed}-client-{process}")
+        self.rng = random.Random(f"{seed}-{self.kind}-{process}")
         self.deadline = deadline
         self.interval = 1.0 / rate if rate > 0 else 0.0
         self.timeout = timeout
         self.max_ops = max_ops
         self.stop_event = stop or threading.Event()
-        self.groups = groups
         self.hops = 0
         self.ops = 0
-        #: ``MOVED`` replies followed.
-        self.redirects = 0
-        #: Slot -> index of the group that last said it serves it (from ``MOVED``).
-        self._route: dict[int, int] = {}
         self._counter = 0
-        self._seen: dict[str, int] = {}
         self._clients: dict[int, redis.Redis] = {}
 
     def _unique(self) -> int:
+        """A value no other write of the run has."""
         self._counter += 1
         return self.process * 10_000_000 + self._counter
-
-    def _client(self, wire_key: str) -> tuple[redis.Redis, int]:
-        """A client for ``wire_key``'s group if known (else any member), and its port."""
-        members = self.members()
-        if self.groups is not None:
-            group = self._route.get(key_slot(wire_key.encode()))
-            if group is not None:
-                members = self.groups()[group]
-        node = members[(self.process + self.hops) % len(members)]
-        client = self._clients.get(node.resp_port)
-        if client is None:
-            client = self._clients[node.resp_port] = resp_client(node, self.timeout)
-        return client, node.resp_port
 
     def run(self) -> None:
         try:
@@ -195,6 +181,41 @@ class RegisterClient(threading.Thread):
         finally:
             for client in self._clients.values():
                 client.close()
+
+    def _one(self) -> bool:
+        """One operation, recorded; False if it failed."""
+        raise NotImplementedError
+
+
+class RegisterClient(ChaosClient):
+    """One process: random read / write / cas / add operations until ``deadline``."""
+
+    def __init__(
+        self,
+        *args: Any,
+        groups: Callable[[], list[list[LocalNode]]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.groups = groups
+        #: ``MOVED`` replies followed.
+        self.redirects = 0
+        #: Slot -> index of the group that last said it serves it (from ``MOVED``).
+        self._route: dict[int, int] = {}
+        self._seen: dict[str, int] = {}
+
+    def _client(self, wire_key: str) -> tuple[redis.Redis, int]:
+        """A client for ``wire_key``'s group if known (else any member), and its port."""
+        members = self.members()
+        if self.groups is not None:
+            group = self._route.get(key_slot(wire_key.encode()))
+            if group is not None:
+                members = self.groups()[group]
+        node = members[(self.process + self.hops) % len(members)]
+        client = self._clients.get(node.resp_port)
+        if client is None:
+            client = self._clients[node.resp_port] = resp_client(node, self.timeout)
+        return client, node.resp_port
 
     def _one(self) -> bool:
         roll = self.rng.random()
