@@ -112,9 +112,6 @@ class Mover:
         client.ping()
         return client
 
-    def _members(self, state: ShardState, group: str) -> list[Member]:
-        return list(state.map.groups[group])
-
     def _call(self, group: str, *args: Any, members: list[Member] | None = None) -> Any:
         """``AMBER.SLOTS args`` on ``group``, through any member that answers; retried
         (``TRYAGAIN``, a lost connection) until ``timeout``."""
@@ -139,7 +136,7 @@ class Mover:
         raise RuntimeError(f"group {group!r} did not answer AMBER.SLOTS {args[0]}: {error}")
 
     def _client_for(self, group: str, members: list[Member] | None) -> Any:
-        candidates = members or self._known.get(group, [])
+        candidates = members or self._map.groups.get(group, ())
         for member in candidates:
             try:
                 client = self._connect(f"{member.host}:{member.port}")
@@ -148,10 +145,6 @@ class Mover:
             self._clients[group] = client
             return client
         raise redis.ConnectionError(f"no member of group {group!r} answers")
-
-    @property
-    def _known(self) -> dict[str, list[Member]]:
-        return {g: list(m) for g, m in self._map.groups.items()}
 
     def states(self) -> dict[str, ShardState]:
         """Every group's own state, from the newest map the seed and the groups know."""

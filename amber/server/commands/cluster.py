@@ -113,6 +113,8 @@ class RedisClusterView:
         #: Per slot: ``MOVED`` target for slots another group owns, else None.
         self._moved: list[str | None] = [None] * SLOTS
         self._sharded = False
+        #: ``AMBER.SLOTS EXPORT``'s key list of the range being moved (slots_admin).
+        self.exports: Any = None
         self._refresh()
 
     def _refresh(self) -> ShardState:

@@ -114,7 +114,12 @@ class _Exports:
         self.keys: list[tuple[str, str]] = []
 
 
-_EXPORTS = _Exports()
+def _exports(view: RedisClusterView) -> _Exports:
+    """This server's export cache (one per server: several can share a process)."""
+    if view.exports is None:
+        view.exports = _Exports()
+    cache: _Exports = view.exports
+    return cache
 
 
 @command("AMBER.SLOTS", -2, "admin", group="cluster")
@@ -253,10 +258,11 @@ async def _export(view: RedisClusterView, db: Any, args: list[bytes]) -> Any:
     if not frozenset(range(first, last + 1)) <= state.frozen:
         raise CommandError(f"slots {first}-{last} are not frozen here: FREEZE them first")
     version = db.replicated_meta("slots")[0]
-    if _EXPORTS.key != (version, first, last):
-        _EXPORTS.keys = await asyncio.to_thread(keys_in, db, first, last)
-        _EXPORTS.key = (version, first, last)
-    keys = _EXPORTS.keys
+    cache = _exports(view)
+    if cache.key != (version, first, last):
+        cache.keys = await asyncio.to_thread(keys_in, db, first, last)
+        cache.key = (version, first, last)
+    keys = cache.keys
     start = 0
     if len(args) == 6:
         after = tuple(unpack(args[5]))
