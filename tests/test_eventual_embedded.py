@@ -94,3 +94,17 @@ def test_a_pulled_state_that_does_not_decode_is_refused() -> None:
     ):
         with pytest.raises((ValueError, TypeError)):
             _decoded(pack(bad))
+
+
+def test_reads_of_eventual_keys_are_known_by_their_table_bare_keys_included() -> None:
+    """Which reads skip the Raft barrier: the key's table, split as RESP splits it."""
+    from amber.server.commands import REGISTRY
+    from amber.server.commands.session import _eventual_key
+
+    get = REGISTRY.get(b"GET")
+    assert get is not None
+    with amber.open("memory://") as db:
+        db.table("default", consistency="eventual")
+        assert _eventual_key(db, get, [b"GET", b"bare"])  # a bare key is table "default"
+        assert not _eventual_key(db, get, [b"GET", b"users:bare"])
+        assert not _eventual_key(db, get, [b"GET", b"\xff"])  # not UTF-8: the command says so

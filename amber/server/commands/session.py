@@ -40,6 +40,7 @@ from ...cluster.slots import key_slot
 from ...errors import AmberError, ConditionFailed
 from ..wire_errors import wire_error
 from .coalesce import Pending, coalescible
+from .keys import split_key
 from .registry import REGISTRY, Command, CommandError, Entries, Later
 from .replies import NULL_ARRAY, ErrorReply, Push, Simple
 from .scope import MustDrain, Scope
@@ -506,7 +507,12 @@ def _eventual_key(db: Any, command: Command, args: list[bytes]) -> bool:
     if not eventual:
         return False
     keys = command.key_args(args)
-    return bool(keys) and keys[0].partition(b":")[0].decode(errors="replace") in eventual
+    if not keys:
+        return False
+    try:
+        return split_key(keys[0])[0] in eventual
+    except CommandError:
+        return False  # not UTF-8: the command answers that itself
 
 
 def _not_served(view: Any, command: Command, args: list[bytes]) -> ErrorReply | None:
