@@ -2,7 +2,9 @@
 
 The server has a password, so every step also checks the console's auth:
 the page asks for it, sends ``Authorization: Bearer`` on every call
-(including the fetch-streamed watch) and shows nothing before it.
+(including the fetch-streamed watch) and shows nothing before it. The
+cluster pane is checked against a real 3-node cluster, and ``/docs``
+(Swagger UI) is rendered from the server's own assets.
 """
 
 from __future__ import annotations
@@ -379,3 +381,19 @@ def test_cluster_pane_shows_members_leader_term_and_applied_index(
             assert connected == "yes"
     finally:
         cluster.stop_all()
+
+
+def test_docs_render_in_the_browser_from_this_server_alone(
+    server_factory: ServerFactory, browser: Any
+) -> None:
+    """/docs draws Swagger UI's operations, and every resource the page loads is this server's."""
+    plain = server_factory(ports=("--port", "0", "--http-port", "0"))
+    origin = f"http://{plain.host}:{plain.ports['http']}"
+    browser.get(f"{origin}/docs")
+    _wait(browser, lambda d: len(_all(d, ".opblock")) >= 10, "Swagger UI's operations")
+    assert "Amber" in _by_id(browser, "swagger-ui").text
+    loaded = browser.execute_script(
+        "return performance.getEntriesByType('resource').map((e) => e.name)"
+    )
+    assert any(url.endswith("/openapi.json") for url in loaded), loaded
+    assert all(url.startswith(origin + "/") for url in loaded), loaded
