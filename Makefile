@@ -23,9 +23,10 @@ $(TEST_STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e '.[test]'
 	rm -f $(VENV)/.installed-run-* $(VENV)/.installed-test-* && touch $@ $(RUN_STAMP)
 
-## run: serve ./data (Redis protocol, HTTP, KV text); Ctrl-C stops it
+## run: serve ./data (Redis protocol, HTTP, KV text); Ctrl-C stops it. More flags: make run ARGS='--port 7479'
+ARGS ?=
 run: $(RUN_STAMP)
-	$(VENV)/bin/amber serve --data ./data
+	$(VENV)/bin/amber serve --data ./data $(ARGS)
 
 ## cluster: a local 3-node Raft cluster (RESP 7400/7410/7420, HTTP +1); Ctrl-C stops it
 cluster: $(RUN_STAMP)

@@ -87,12 +87,18 @@ class BackupInfo:
 
 @contextlib.contextmanager
 def _database(
-    source: Database | str | os.PathLike[str], config: Config | None
+    source: Database | str | os.PathLike[str], config: Config | None, *, existing: bool = False
 ) -> Iterator[Database]:
-    """The given open database, or ``source`` opened (and closed after) without jobs."""
+    """The given open database, or ``source`` opened (and closed after) without jobs.
+
+    ``existing``: a data folder that is not there is refused (reading from a
+    mistyped path would create an empty database and copy nothing from it).
+    """
     if isinstance(source, Database):
         yield source
         return
+    if existing and "://" not in os.fspath(source) and not os.path.isdir(source):
+        raise InvalidArgument(f"no data folder at {os.fspath(source)}")
     db = open_database(source, config=config, jobs=False)
     try:
         yield db
@@ -212,7 +218,7 @@ def backup(
     another process has it open). ``dest`` is replaced atomically; on any
     error it is unchanged. Returns what was written.
     """
-    with _database(source, config) as db:
+    with _database(source, config, existing=True) as db:
         image = _capture(db)
     keys = sum(len(rows) for _, rows in image.tables)
     chunks = _counted(Store.image_chunks(image, meta=False), keys, progress)
@@ -356,7 +362,7 @@ def export_jsonl(
     config: Config | None = None,
 ) -> int:
     """Write every key of ``source`` at one revision as JSON lines; returns the key count."""
-    with _database(source, config) as db:
+    with _database(source, config, existing=True) as db:
         image = _capture(db)
     total = sum(len(rows) for _, rows in image.tables)
     done = 0
@@ -400,7 +406,8 @@ def import_jsonl(
     if batch < 1:
         raise InvalidArgument(f"batch must be >= 1, not {batch}")
     written = 0
-    with _database(target, config) as db, _text(src, "r") as f:
+    # The file first: an unreadable one leaves no new, empty target behind.
+    with _text(src, "r") as f, _database(target, config) as db:
         ops: list[Put] = []
         first = 0
 

@@ -127,6 +127,28 @@ def test_a_locked_folder_is_one_message_without_a_progress_bar(tmp_path: Path) -
     assert "━" not in result.stderr and "keys" not in result.stderr
 
 
+def test_a_mistyped_path_is_an_error_that_creates_nothing(tmp_path: Path) -> None:
+    """backup/export of a folder that is not there, import of a file that is not there."""
+    missing = tmp_path / "no-such-db"
+    for args in (
+        ["backup", str(missing), str(tmp_path / "out.bak")],
+        ["export", str(missing), "--out", str(tmp_path / "out.jsonl")],
+    ):
+        result = run(*args)
+        line = _one_error_line(result)
+        assert f"no data folder at {missing}" in line, line
+        assert "━" not in result.stderr
+        assert not missing.exists(), args
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+    target = tmp_path / "new-db"
+    result = run("import", str(target), str(tmp_path / "no-such.jsonl"))
+    line = _one_error_line(result)
+    assert "could not read" in line and "no-such.jsonl" in line
+    assert "━" not in result.stderr
+    assert not target.exists()
+
+
 def _hold_open(folder: Path) -> subprocess.Popen[str]:
     """A process that holds ``folder`` open (locked) until killed."""
     code = textwrap.dedent(

@@ -1,4 +1,5 @@
-"""What a fresh clone keeps out of git: the folders ``make cluster`` and ``make chaos`` write."""
+"""What a fresh clone keeps out of git: the folders ``make run``, the quickstart's embedded
+example, ``make cluster`` and ``make chaos`` write."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("path", ["data/x", "cluster-data/n1/wal", "chaos-runs/seed-1/log"])
+@pytest.mark.parametrize(
+    "path", ["data/x", "data-embedded/users.wal", "cluster-data/n1/wal", "chaos-runs/seed-1/log"]
+)
 def test_generated_folders_are_ignored(path: str) -> None:
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         pytest.skip("not a git checkout")

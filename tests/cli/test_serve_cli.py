@@ -51,12 +51,17 @@ def test_a_taken_port_is_named_before_the_database_opens(tmp_path: Path, flag: s
     assert time.monotonic() - started < 20
 
 
-def _dry_run(target: str, tmp_path: Path) -> str:
+def _dry_run(target: str, tmp_path: Path, *variables: str) -> str:
     """What ``make TARGET`` would run in a fresh clone (``make -n``: nothing runs)."""
     for name in ("Makefile", "pyproject.toml"):
         shutil.copy(ROOT / name, tmp_path / name)
     result = subprocess.run(
-        ["make", "-n", target], cwd=tmp_path, capture_output=True, text=True, check=True, timeout=30
+        ["make", "-n", target, *variables],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
     )
     return result.stdout
 
@@ -67,5 +72,8 @@ def test_make_run_installs_what_serving_needs_only(tmp_path: Path) -> None:
     assert "pip install -q -e .\n" in run
     assert "[test]" not in run
     assert "amber serve --data ./data" in run
+    # The flag a taken port's message names reaches amber serve through make run.
+    moved = _dry_run("run", tmp_path, "ARGS=--port 7479 --http-port 7480")
+    assert "amber serve --data ./data --port 7479 --http-port 7480\n" in moved
     test = _dry_run("unit", tmp_path)
     assert "pip install -q -e '.[test]'" in test

@@ -2,7 +2,9 @@
 
 The server has a password, so every step also checks the console's auth:
 the page asks for it, sends ``Authorization: Bearer`` on every call
-(including the fetch-streamed watch) and shows nothing before it.
+(including the fetch-streamed watch) and shows nothing before it. The
+cluster pane is checked against a real 3-node cluster, and ``/docs``
+(Swagger UI) is rendered from the server's own assets.
 """
 
 from __future__ import annotations
@@ -10,14 +12,19 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import pytest
+import redis
 from server_support import ServerFactory, ServerProcess
+
+from amber.replication.local import LocalCluster, LocalNode, free_base_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -311,3 +318,82 @@ def test_console_browses_edits_and_watches(
     # Every call carried the password: no 401 since the console opened.
     logged = [entry["message"] for entry in browser.get_log("browser")]
     assert not [m for m in logged if "401" in m], logged
+
+
+def _cluster_view(node: LocalNode) -> dict[str, Any]:
+    url = f"http://{node.host}:{node.http_port}/v1/cluster?consistency=stale"
+    view = httpx.get(url, headers={"Authorization": f"Bearer {PASSWORD}"}, timeout=10)
+    assert view.status_code == 200, view.text
+    result: dict[str, Any] = view.json()
+    return result
+
+
+def test_cluster_pane_shows_members_leader_term_and_applied_index(
+    tmp_path: Path, browser: Any
+) -> None:
+    """Against a real 3-node cluster with a password, opened on a follower."""
+    cluster = LocalCluster(
+        tmp_path / "cluster", 3, base_port=free_base_port(4), extra_args=["--requirepass", PASSWORD]
+    )
+    cluster.start_all()
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            views = {node.node_id: _cluster_view(node) for node in cluster.nodes}
+            leaders = {view["leader"] for view in views.values()}
+            if len(leaders) == 1 and None not in leaders:
+                break
+            assert time.monotonic() < deadline, f"no agreed leader: {views}"
+            time.sleep(0.2)
+        leader = leaders.pop()
+        follower = next(node for node in cluster.nodes if node.node_id != leader)
+        writes = redis.Redis(host=follower.host, port=follower.resp_port, password=PASSWORD)
+        for n in range(5):
+            writes.set(f"c:{n}", n)
+        writes.close()
+        before = _cluster_view(follower)
+
+        browser.get(f"http://{follower.host}:{follower.http_port}/ui")
+        _unlock(browser, PASSWORD)
+        _wait(browser, lambda d: len(_all(d, "#cluster tr")) == 4, "the members table")
+        summary = _by_id(browser, "cluster").find_element("css selector", "p").text
+        shown = re.fullmatch(
+            r"(\S+) is (\S+) · leader (\S+) · term (\d+) · commit (\d+) · applied (\d+)"
+            r" \(lag (\d+)\) · quorum",
+            summary,
+        )
+        assert shown is not None, summary
+        after = _cluster_view(follower)
+        assert shown[1] == follower.node_id and shown[2] == "follower"
+        assert shown[3] == leader
+        assert before["term"] <= int(shown[4]) <= after["term"]
+        assert before["applied_index"] <= int(shown[6]) <= after["applied_index"]
+        assert int(shown[6]) > 0
+
+        rows = [_texts(row, "td") for row in _all(browser, "#cluster tr")[1:]]
+        members = {node.node_id: node for node in cluster.nodes}
+        assert sorted(row[0].removesuffix(" (this node)") for row in rows) == sorted(members)
+        for member, address, role, connected, _match in rows:
+            node_id = member.removesuffix(" (this node)")
+            assert (member != node_id) == (node_id == follower.node_id)
+            assert address == members[node_id].raft_address
+            assert role == ("leader" if node_id == leader else "follower")
+            assert connected == "yes"
+    finally:
+        cluster.stop_all()
+
+
+def test_docs_render_in_the_browser_from_this_server_alone(
+    server_factory: ServerFactory, browser: Any
+) -> None:
+    """/docs draws Swagger UI's operations, and every resource the page loads is this server's."""
+    plain = server_factory(ports=("--port", "0", "--http-port", "0"))
+    origin = f"http://{plain.host}:{plain.ports['http']}"
+    browser.get(f"{origin}/docs")
+    _wait(browser, lambda d: len(_all(d, ".opblock")) >= 10, "Swagger UI's operations")
+    assert "Amber" in _by_id(browser, "swagger-ui").text
+    loaded = browser.execute_script(
+        "return performance.getEntriesByType('resource').map((e) => e.name)"
+    )
+    assert any(url.endswith("/openapi.json") for url in loaded), loaded
+    assert all(url.startswith(origin + "/") for url in loaded), loaded
