@@ -149,6 +149,7 @@ NOT_APPLICABLE = {
 }
 KNOWN: dict[str, str] = {
     "tests/test_commands.py::TestRedisCommands::test_select": DB0,
+    "tests/test_commands.py::TestRedisCommands::test_copy_to_another_database": DB0,
     "tests/test_commands.py::TestRedisCommands::test_command_list": SUBSET,
     "tests/test_commands.py::TestRedisCommands::test_command": SUBSET,
     "tests/test_commands.py::TestRedisCommands::test_config_get_multi_params": SUBSET,

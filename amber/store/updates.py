@@ -25,6 +25,7 @@ the command and its replay cannot disagree.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -65,10 +66,25 @@ class Refused(Exception):
 WRONGTYPE_TEXT = "Operation against a key holding the wrong kind of value"
 
 
+_REDIS_INT = re.compile(rb"0|-?[1-9][0-9]{0,18}")
+
+
 def redis_int(raw: bytes) -> int | None:
-    """A signed 64-bit integer as Redis reads one (no spaces, ``+`` or ``_``), else None."""
+    """A signed 64-bit integer as Redis' string2ll reads one, else None.
+
+    Only ``0`` or an optional ``-`` and digits without a leading zero: no
+    spaces, ``+``, ``_``, ``01`` or ``-0`` (Python's int() reads all of these).
+    """
+    if _REDIS_INT.fullmatch(raw) is None:
+        return None
+    number = int(raw)
+    return number if INT_MIN <= number <= INT_MAX else None
+
+
+def _lenient_int(raw: bytes) -> int | None:
+    """What ``incr``/``hincrby`` (the first names) read: redis_int plus leading zeros."""
     if raw.strip() != raw or raw[:1] == b"+" or b"_" in raw:
-        return None  # Python's int() reads these; Redis does not
+        return None
     try:
         number = int(raw)
     except ValueError:
@@ -76,12 +92,12 @@ def redis_int(raw: bytes) -> int | None:
     return number if INT_MIN <= number <= INT_MAX else None
 
 
-def _counter(value: Any, what: str) -> tuple[int, bool]:
+def _counter(value: Any, what: str, strict: bool) -> tuple[int, bool]:
     """A stored counter's integer and whether it is kept as text."""
     if type(value) is str:
         if value.isdigit() and value.isascii() and len(value) < 19 and value[0] != "0":
             return int(value), True  # the common case, without the checks below
-        number = redis_int(value.encode())
+        number = (redis_int if strict else _lenient_int)(value.encode())
         if number is None:
             raise Refused(what)
         return number, True
@@ -97,15 +113,27 @@ def _add(base: int, delta: int) -> int:
     return total
 
 
-def incr(current: Any, delta: int) -> tuple[Any, Any]:
-    """INCR/INCRBY/DECR/DECRBY: the counter plus ``delta``; absent counts as ``"0"``."""
+def _incr(current: Any, delta: int, strict: bool) -> tuple[Any, Any]:
     if current is ABSENT:
         return str(delta), delta
     if type(current) not in (str, int):
         raise Refused(WRONGTYPE_TEXT, "WRONGTYPE")
-    base, as_text = _counter(current, "value is not an integer or out of range")
+    base, as_text = _counter(current, "value is not an integer or out of range", strict)
     total = _add(base, delta)
     return (str(total) if as_text else total), total
+
+
+def incr(current: Any, delta: int) -> tuple[Any, Any]:
+    """INCR/INCRBY/DECR/DECRBY as first logged: also reads ``"01"`` (as 1)."""
+    return _incr(current, delta, False)
+
+
+def incr2(current: Any, delta: int) -> tuple[Any, Any]:
+    """INCR/INCRBY/DECR/DECRBY: the counter plus ``delta``; absent counts as ``"0"``.
+
+    A stored string must be an integer as Redis writes one (``"01"`` is refused).
+    """
+    return _incr(current, delta, True)
 
 
 def append(current: Any, text: str) -> tuple[Any, Any]:
@@ -118,8 +146,7 @@ def append(current: Any, text: str) -> tuple[Any, Any]:
     return value, len(value.encode())
 
 
-def hincrby(current: Any, field: str, delta: int) -> tuple[Any, Any]:
-    """HINCRBY: a hash (JSON object) field plus ``delta``, kept text or number as it was."""
+def _hincrby(current: Any, field: str, delta: int, strict: bool) -> tuple[Any, Any]:
     if current is ABSENT:
         current = FrozenDict()
     elif type(current) is not FrozenDict:
@@ -128,24 +155,41 @@ def hincrby(current: Any, field: str, delta: int) -> tuple[Any, Any]:
     if old is ABSENT:
         base, as_text = 0, True
     else:
-        base, as_text = _counter(old, "hash value is not an integer")
+        base, as_text = _counter(old, "hash value is not an integer", strict)
     total = _add(base, delta)
     return FrozenDict({**current, field: str(total) if as_text else total}), total
 
 
+def hincrby(current: Any, field: str, delta: int) -> tuple[Any, Any]:
+    """HINCRBY as first logged: also reads ``"01"`` (as 1)."""
+    return _hincrby(current, field, delta, False)
+
+
+def hincrby2(current: Any, field: str, delta: int) -> tuple[Any, Any]:
+    """HINCRBY: a hash (JSON object) field plus ``delta``, kept text or number as it was.
+
+    A field holding a string must hold an integer as Redis writes one.
+    """
+    return _hincrby(current, field, delta, True)
+
+
 #: Every update by the name its ops carry (see the module doc before changing one).
 UPDATES: dict[str, Callable[..., tuple[Any, Any]]] = {
-    "incr": incr,
+    "incr": incr,  # as logged before incr2: reads "01" as 1
+    "incr2": incr2,
     "append": append,
-    "hincrby": hincrby,
+    "hincrby": hincrby,  # as logged before hincrby2
+    "hincrby2": hincrby2,
 }
 
 #: The argument types of each update: checked when an op is submitted, so a
 #: function never meets arguments it cannot take while a batch applies.
 SIGNATURES: dict[str, tuple[type, ...]] = {
     "incr": (int,),
+    "incr2": (int,),
     "append": (str,),
     "hincrby": (str, int),
+    "hincrby2": (str, int),
 }
 
 

@@ -83,6 +83,11 @@ SCRIPTS: list[list[tuple[str, ...]]] = [
     [("APPEND", "u:k", "hé"), ("STRLEN", "u:k"), ("INCR", "u:k"), ("APPEND", "u:k", "1")],
     [("SET", "u:k", "5"), ("EXPIRE", "u:k", "100"), ("INCR", "u:k"), ("TTL", "u:k")],
     [("HSET", "u:k", "a", "1"), ("INCR", "u:k"), ("APPEND", "u:k", "x"), ("HGET", "u:k", "a")],
+    # Integers as Redis' string2ll reads them: no leading zero, no "-0" or "+1".
+    [("SET", "u:k", "01"), ("INCR", "u:k"), ("SET", "u:k", "-0"), ("DECR", "u:k"), ("GET", "u:k")],
+    [("INCRBY", "u:k", "01"), ("INCRBY", "u:k", "+1"), ("DECRBY", "u:k", "-0"), ("GET", "u:k")],
+    [("HSET", "u:h", "n", "007"), ("HINCRBY", "u:h", "n", "1"), ("HINCRBY", "u:h", "n", "08")],
+    [("SET", "u:k", "0"), ("INCR", "u:k"), ("EXPIRE", "u:k", "0100"), ("TTL", "u:k")],
 ]
 
 

@@ -201,6 +201,122 @@ def test_absolute_expiry_survives_a_restart(server_factory: ServerFactory) -> No
     assert again.pexpiretime("exp:other") == 33177117420005
 
 
+# -- EXPIRE options, RENAME / RENAMENX / COPY / TOUCH -------------------------------------
+
+
+def test_expire_options_as_redis(amber: redis.Redis, redis_server: redis.Redis) -> None:
+    """Every option is read first, then the conflicts: XX GT combine; GT LT never."""
+    calls: list[tuple[str, ...]] = [
+        ("SET", "xo:k", "v"),
+        ("EXPIRE", "xo:k", "100", "XX"),
+        ("EXPIRE", "xo:k", "100", "GT"),
+        ("EXPIRE", "xo:k", "100", "LT"),
+        ("EXPIRE", "xo:k", "100", "NX"),
+        ("EXPIRE", "xo:k", "200", "XX", "GT"),
+        ("EXPIRE", "xo:k", "300", "GT", "XX"),
+        ("EXPIRE", "xo:k", "50", "XX", "LT"),
+        ("EXPIRE", "xo:k", "60", "LT", "LT"),
+        ("TTL", "xo:k"),
+        ("EXPIRE", "xo:k", "10", "GT", "LT"),
+        ("EXPIRE", "xo:k", "10", "LT", "gt"),
+        ("EXPIRE", "xo:k", "10", "NX", "XX"),
+        ("EXPIRE", "xo:k", "10", "GT", "NX"),
+        ("EXPIRE", "xo:k", "10", "GT", "LT", "bogus"),
+        ("EXPIRE", "xo:k", "10", "nx", "Bogus"),
+        ("EXPIRE", "xo:k", "abc", "GT", "LT"),
+        ("PEXPIRE", "xo:k", "abc", "FOO"),
+        ("EXPIRE", "xo:missing", "10", "GT", "LT"),
+        ("TTL", "xo:k"),
+    ]
+    for call in calls:
+        both(amber, redis_server, lambda c, call=call: c.execute_command(*call))
+
+
+def test_rename_copy_touch_as_redis(amber: redis.Redis, redis_server: redis.Redis) -> None:
+    at_ms = int(time.time() * 1000) + 10**9 + 7
+    calls: list[tuple[str, ...]] = [
+        ("DEL", "rn:a", "rn:b", "rn:c", "rn:d", "other:b"),
+        ("RENAME", "rn:a", "rn:b"),
+        ("RENAMENX", "rn:a", "rn:b"),
+        ("COPY", "rn:a", "rn:b"),
+        ("SET", "rn:a", "1", "PXAT", str(at_ms)),
+        ("SET", "rn:c", "3"),
+        ("RENAME", "rn:a", "rn:a"),
+        ("RENAMENX", "rn:a", "rn:a"),
+        ("COPY", "rn:a", "rn:a"),
+        ("RENAME", "rn:a", "rn:b"),
+        ("EXISTS", "rn:a"),
+        ("GET", "rn:b"),
+        ("PEXPIRETIME", "rn:b"),
+        ("RENAMENX", "rn:b", "rn:c"),
+        ("COPY", "rn:b", "rn:c"),
+        ("GET", "rn:c"),
+        ("COPY", "rn:b", "rn:c", "REPLACE"),
+        ("GET", "rn:c"),
+        ("PEXPIRETIME", "rn:c"),
+        ("COPY", "rn:b", "rn:d", "DB", "0"),
+        ("COPY", "rn:b", "rn:d", "REPLACE", "FOO"),
+        ("COPY", "rn:b", "rn:d", "DB"),
+        ("RENAMENX", "rn:b", "other:b"),  # to another table
+        ("GET", "other:b"),
+        ("PEXPIRETIME", "other:b"),
+        ("RENAME", "rn:c", "other:b"),
+        ("GET", "other:b"),
+        ("PEXPIRETIME", "other:b"),
+        ("TOUCH", "other:b", "rn:d", "rn:missing", "other:b"),
+        ("RENAME", "rn:x"),
+        ("COPY", "rn:x"),
+        ("TOUCH",),
+    ]
+    for call in calls:
+        both(amber, redis_server, lambda c, call=call: c.execute_command(*call))
+
+
+def test_memory_usage(amber: redis.Redis, redis_server: redis.Redis) -> None:
+    amber.set("mu:k", "x" * 100)
+    assert 100 < amber.memory_usage("mu:k") < 200
+    amber.execute_command("JSON.SET", "mu:doc", "$", '{"a": [1, 2, 3]}')
+    assert amber.execute_command("MEMORY", "USAGE", "mu:doc", "SAMPLES", "0") > 0
+    for server in (amber, redis_server):
+        server.set("mu:k", "v")
+    for call in (
+        ("MEMORY", "USAGE", "mu:missing"),
+        ("MEMORY", "USAGE", "mu:k", "SAMPLES"),
+        ("MEMORY", "USAGE", "mu:k", "SAMPLES", "x"),
+        ("MEMORY", "USAGE", "mu:k", "SAMPLES", "-1"),
+        ("MEMORY", "USAGE", "mu:k", "FOO"),
+        ("MEMORY", "USAGE"),
+        ("MEMORY", "FOO"),
+        ("MEMORY",),
+    ):
+        both(amber, redis_server, lambda c, call=call: c.execute_command(*call))
+
+
+def test_redis_cli_bigkeys_and_memkeys_walk_every_key(amber_server: ServerProcess) -> None:
+    """More keys than one SCAN page (redis-cli asks for 10 at a time)."""
+    client = amber_server.redis()
+    client.flushdb()
+    for i in range(60):
+        client.set(f"bk:{i}", "v" * i)
+    client.hset("bk:hash", mapping={"a": "1"})
+    for flag in ("--bigkeys", "--memkeys"):
+        done = subprocess.run(
+            ["redis-cli", "-p", str(amber_server.port), flag],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        out = done.stdout + done.stderr
+        assert done.returncode == 0, out
+        assert "Sampled 61 keys in the keyspace!" in out, out
+        assert "invalid cursor" not in out and "failed" not in out, out
+        if flag == "--bigkeys":
+            assert "Biggest string found '\"bk:59\"' has 59 bytes" in out, out
+        else:
+            assert "60 strings with 0 bytes" not in out, out
+
+
 # -- SCAN -----------------------------------------------------------------------------
 
 

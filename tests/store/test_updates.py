@@ -56,6 +56,21 @@ def test_a_refused_update_changes_nothing_and_the_rest_applies(stored: object, e
     assert [c.key for c in result.changes] == ["other"]
 
 
+def test_incr2_reads_integers_as_redis_and_incr_stays_as_logged() -> None:
+    """A name's meaning is fixed once logged: ``incr`` still reads "01", ``incr2`` refuses."""
+    store = Store()
+    run(store, Put("t", "z", "01"), Put("t", "m", "-0"), Put("t", "h", freeze({"n": "01"})))
+    for fn, key in (("incr2", "z"), ("incr2", "m")):
+        outcome = run(store, Update("t", key, fn, (1,))).outcomes[0]
+        assert outcome.error == "ERR value is not an integer or out of range"  # type: ignore[union-attr]
+    outcome = run(store, Update("t", "h", "hincrby2", ("n", 1))).outcomes[0]
+    assert outcome.error == "ERR hash value is not an integer"  # type: ignore[union-attr]
+    assert run(store, Update("t", "z", "incr", (1,))).outcomes[0].result == 2  # type: ignore[union-attr]
+    assert run(store, Update("t", "h", "hincrby", ("n", 1))).outcomes[0].result == 2  # type: ignore[union-attr]
+    assert run(store, Update("t", "c", "incr2", (-5,))).outcomes[0].result == -5  # type: ignore[union-attr]
+    assert run(store, Update("t", "c", "incr2", (5,))).outcomes[0].result == 0  # type: ignore[union-attr]
+
+
 def test_an_update_keeps_the_expiry_and_sees_expired_as_absent() -> None:
     store = Store()
     run(store, Put("t", "c", "7", ttl_ms=500), now=1000)

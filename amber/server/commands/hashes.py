@@ -198,13 +198,13 @@ def hincrby(session: Any, kv: Any, args: list[bytes]) -> Any:
     field = _field(args[2])
     delta = parse_int(args[3])
     table, key = split_key(args[1])
-    kv.update(table, key, "hincrby", field, delta)  # applied with the batch: no retry
+    kv.update(table, key, "hincrby2", field, delta)  # applied with the batch: no retry
     return update_reply(0)
 
 
 @REGISTRY.blind("HINCRBY")
 def hincrby_blind(session: Any, args: list[bytes]) -> Any:
-    return update_blind(session, args[1], "hincrby", _field(args[2]), parse_int(args[3]))
+    return update_blind(session, args[1], "hincrby2", _field(args[2]), parse_int(args[3]))
 
 
 def _float(text: str, what: str) -> float:

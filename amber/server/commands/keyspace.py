@@ -1,4 +1,4 @@
-"""Key commands: EXISTS TYPE TTL EXPIRE PERSIST SCAN KEYS DBSIZE FLUSHDB …
+"""Key commands: EXISTS TYPE TTL EXPIRE PERSIST RENAME COPY MEMORY SCAN KEYS DBSIZE …
 
 SCAN walks tables in name order, then keys in key order. Its cursor names
 the position to resume from, ``(table, key)``, so a key present for the whole
@@ -14,8 +14,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ...model.codec import pack
 from .keys import DEFAULT_TABLE, compile_glob, glob_literal_prefix, join_key, split_key
-from .registry import REGISTRY, CommandError, syntax_error
+from .registry import REGISTRY, CommandError, arity_error, syntax_error
 from .replies import Simple
 from .strings import now_ms, parse_int
 from .values import MISSING, type_name
@@ -33,6 +34,106 @@ def exists(session: Any, kv: Any, args: list[bytes]) -> Any:
         if kv.get(table, key) is not MISSING:
             count += 1
     return count
+
+
+@command("TOUCH", -2, "readonly fast", keys=(1, -1, 1), group="keyspace")
+def touch(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """How many of the keys exist (Amber keeps no access times to update)."""
+    return exists(session, kv, args)
+
+
+def _move(kv: Any, args: list[bytes], *, keep_source: bool, replace: bool) -> bool:
+    """Write the source's value and expiry under the destination; False if it exists."""
+    src, dst = split_key(args[1]), split_key(args[2])
+    entry = kv.entry(*src)
+    if entry is None:
+        raise CommandError("no such key")
+    if src == dst:
+        return not keep_source  # RENAME k k is OK; COPY k k is refused by the caller
+    if not replace and kv.entry(*dst) is not None:
+        return False
+    if entry.expires_at_ms is None:
+        kv.put(*dst, entry.value)
+    else:
+        kv.put(*dst, entry.value, expires_at_ms=int(entry.expires_at_ms))
+    if not keep_source:
+        kv.delete(*src)
+    return True
+
+
+@command("RENAME", 3, "write", keys=(1, 2, 1), group="keyspace")
+def rename(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """Move a key's value and expiry to a new name (any table), replacing what is there."""
+    _move(kv, args, keep_source=False, replace=True)
+    return OK
+
+
+@command("RENAMENX", 3, "write fast", keys=(1, 2, 1), group="keyspace")
+def renamenx(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """RENAME only if the new name does not exist: 1 renamed, 0 not."""
+    if split_key(args[1]) == split_key(args[2]):
+        if kv.entry(*split_key(args[1])) is None:
+            raise CommandError("no such key")
+        return 0
+    return int(_move(kv, args, keep_source=False, replace=False))
+
+
+@command("COPY", -3, "write", keys=(1, 2, 1), group="keyspace")
+def copy(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """``COPY source destination [DB 0] [REPLACE]``: 1 copied, 0 not (destination exists)."""
+    replace = False
+    i = 3
+    while i < len(args):
+        option = args[i].upper()
+        if option == b"REPLACE":
+            replace = True
+        elif option == b"DB" and i + 1 < len(args):
+            i += 1
+            if parse_int(args[i]) != 0:
+                raise CommandError("DB index is out of range")
+        else:
+            raise syntax_error()
+        i += 1
+    if split_key(args[1]) == split_key(args[2]):
+        raise CommandError("source and destination objects are the same")
+    if kv.entry(*split_key(args[1])) is None:
+        return 0
+    return int(_move(kv, args, keep_source=True, replace=replace))
+
+
+_MEMORY_HELP = [
+    "MEMORY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "USAGE <key> [SAMPLES <count>]",
+    "    Return memory in bytes used by <key> and its value (Amber: the bytes of the",
+    "    key and of its value's stored encoding; SAMPLES is accepted and ignored).",
+    "HELP",
+    "    Prints this help.",
+]
+
+
+@command("MEMORY", -2, "readonly", keys=(2, 2, 1), group="server")
+def memory(session: Any, kv: Any, args: list[bytes]) -> Any:
+    """``MEMORY USAGE key [SAMPLES n]``: the bytes of the key and its stored value | HELP."""
+    sub = args[1].upper()
+    if sub == b"HELP" and len(args) == 2:
+        return [Simple(line) for line in _MEMORY_HELP]
+    if sub != b"USAGE":
+        name = args[1].decode("utf-8", "replace")
+        raise CommandError(f"unknown subcommand '{name}'. Try MEMORY HELP.")
+    if len(args) < 3:
+        raise arity_error("memory|usage")
+    i = 3
+    while i < len(args):
+        if args[i].upper() != b"SAMPLES" or i + 1 >= len(args):
+            raise syntax_error()
+        if parse_int(args[i + 1]) < 0:
+            raise syntax_error()
+        i += 2
+    table, key = split_key(args[2])
+    value = kv.get(table, key)
+    if value is MISSING:
+        return None
+    return len(args[2]) + len(pack(value))
 
 
 @command("TYPE", 2, "readonly fast", keys=(1, 1, 1), group="keyspace")
@@ -88,8 +189,24 @@ def pexpiretime(session: Any, kv: Any, args: list[bytes]) -> Any:
     return _expire_time(kv, args[1], 1)
 
 
+def _expire_flags(args: list[bytes]) -> set[bytes]:
+    """NX/XX/GT/LT, checked as Redis does: every option first, then the conflicts."""
+    flags: set[bytes] = set()
+    for raw_flag in args[3:]:
+        flag = raw_flag.upper()
+        if flag not in (b"NX", b"XX", b"GT", b"LT"):
+            raise CommandError(f"Unsupported option {raw_flag.decode('utf-8', 'replace')}")
+        flags.add(flag)
+    if b"NX" in flags and len(flags) > 1:
+        raise CommandError("NX and XX, GT or LT options at the same time are not compatible")
+    if {b"GT", b"LT"} <= flags:
+        raise CommandError("GT and LT options at the same time are not compatible")
+    return flags
+
+
 def _expire(kv: Any, args: list[bytes], option: bytes, name: str) -> int:
     table, key = split_key(args[1])
+    flags = _expire_flags(args)
     number = parse_int(args[2])
     if option in (b"EX", b"EXAT"):
         if abs(number) > 2**53:
@@ -99,28 +216,18 @@ def _expire(kv: Any, args: list[bytes], option: bytes, name: str) -> int:
     absolute = option == b"PXAT"
     now = now_ms()
     ms = number - now if absolute else number
-    condition = b""
-    for raw_flag in args[3:]:
-        flag = raw_flag.upper()
-        if flag not in (b"NX", b"XX", b"GT", b"LT") or condition:
-            if condition and flag in (b"NX", b"XX", b"GT", b"LT"):
-                raise CommandError(
-                    "NX and XX, GT or LT options at the same time are not compatible"
-                )
-            raise CommandError(f"Unsupported option {flag.decode('utf-8', 'replace')}")
-        condition = flag
     entry = kv.entry(table, key)
     if entry is None:
         return 0
     current = entry.expires_at_ms
     new_at = number if absolute else now + ms
-    if condition == b"NX" and current is not None:
+    if b"NX" in flags and current is not None:
         return 0
-    if condition == b"XX" and current is None:
+    if b"XX" in flags and current is None:
         return 0
-    if condition == b"GT" and (current is None or new_at <= current):
+    if b"GT" in flags and (current is None or new_at <= current):
         return 0
-    if condition == b"LT" and current is not None and new_at >= current:
+    if b"LT" in flags and current is not None and new_at >= current:
         return 0
     if ms <= 0:
         kv.delete(table, key)

@@ -300,7 +300,7 @@ def msetnx(session: Any, kv: Any, args: list[bytes]) -> Any:
 def _incr(kv: Any, raw_key: bytes, delta: int) -> Any:
     """An update applied with the batch (``amber.store.updates.incr``): no read, no retry."""
     table, key = split_key(raw_key)
-    kv.update(table, key, "incr", delta)
+    kv.update(table, key, "incr2", delta)
     return update_reply(0)
 
 
@@ -340,17 +340,17 @@ def decrby(session: Any, kv: Any, args: list[bytes]) -> Any:
 
 @REGISTRY.blind("INCR")
 def incr_blind(session: Any, args: list[bytes]) -> Any:
-    return update_blind(session, args[1], "incr", 1)
+    return update_blind(session, args[1], "incr2", 1)
 
 
 @REGISTRY.blind("DECR")
 def decr_blind(session: Any, args: list[bytes]) -> Any:
-    return update_blind(session, args[1], "incr", -1)
+    return update_blind(session, args[1], "incr2", -1)
 
 
 @REGISTRY.blind("INCRBY")
 def incrby_blind(session: Any, args: list[bytes]) -> Any:
-    return update_blind(session, args[1], "incr", parse_int(args[2]))
+    return update_blind(session, args[1], "incr2", parse_int(args[2]))
 
 
 @REGISTRY.blind("DECRBY")
@@ -358,7 +358,7 @@ def decrby_blind(session: Any, args: list[bytes]) -> Any:
     delta = parse_int(args[2])
     if delta == INT_MIN:
         raise CommandError("decrement would overflow")
-    return update_blind(session, args[1], "incr", -delta)
+    return update_blind(session, args[1], "incr2", -delta)
 
 
 def _parse_float(text: str) -> float:
