@@ -33,3 +33,28 @@ def test_password_guards_every_frontend(server_factory: Any) -> None:
     assert authed.get("t:k") == b"v"  # nothing changed, the server is up
     authed.close()
     server.stop()
+
+
+def test_api_docs_open_and_declare_the_bearer_scheme(server_factory: Any) -> None:
+    """``/docs`` and ``/openapi.json`` hold no data: served without the password,
+    they tell Swagger UI to ask for it (its Authorize button), and "Try it out"
+    with it reaches the data routes, which stay closed without it."""
+    server = server_factory("--requirepass", "s3cret")
+    url = f"http://{server.host}:{server.ports['http']}"
+    with httpx.Client(base_url=url, timeout=10) as http:
+        page = http.get("/docs")
+        assert page.status_code == 200 and "SwaggerUIBundle" in page.text
+        assert http.get("/docs/assets/swagger-ui.css").status_code == 200
+        document = http.get("/openapi.json").json()
+        scheme = document["components"]["securitySchemes"]["password"]
+        assert scheme["type"] == "http" and scheme["scheme"] == "bearer"
+        assert document["security"] == [{"password": []}]
+        assert document["paths"]["/health"]["get"]["security"] == []
+        # Nothing else opened: a path that only starts like /docs is closed too.
+        for closed in ("/metrics", "/v1/tables", "/docsx", "/openapi.jsonx"):
+            assert http.get(closed).status_code == 401, closed
+        put = http.put(
+            "/v1/tables/t/keys/k", json={"a": 1}, headers={"Authorization": "Bearer s3cret"}
+        )
+        assert put.status_code in (200, 201)
+    server.stop()

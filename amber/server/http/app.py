@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from ... import __version__
 from ..context import ServerContext
 from .api import HttpApi
-from .docs import install_docs
+from .docs import BEARER, install_docs
 from .keys import key_router
 from .middleware import FrontMiddleware
 from .ops import ops_router
@@ -35,7 +35,7 @@ def create_app(ctx: ServerContext, *, password: Callable[[], str] | None = None)
     """The HTTP/JSON app serving ``ctx.db``; run it with uvicorn on the server's loop.
 
     ``password`` returns the server's current password (empty: none); with
-    one, every route but ``/health`` needs ``Authorization: Bearer …``.
+    one, every route but ``/health``, ``/ui`` and ``/docs`` needs ``Authorization: Bearer …``.
     Writes answer only once durable and never block the loop (group commit).
     Call :func:`close_streams` when the server stops, so open watch streams
     end instead of holding up the graceful shutdown.
@@ -78,9 +78,12 @@ def _add_schemas(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             document = generate()
-            document.setdefault("components", {}).setdefault("schemas", {}).update(
-                openapi_schemas()
-            )
+            components = document.setdefault("components", {})
+            components.setdefault("schemas", {}).update(openapi_schemas())
+            # Every route in the document needs the password when the server
+            # has one, but /health (which says so itself).
+            components["securitySchemes"] = {"password": BEARER}
+            document["security"] = [{"password": []}]
         return app.openapi_schema or {}
 
     app.openapi = openapi  # type: ignore[method-assign]

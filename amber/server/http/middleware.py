@@ -4,8 +4,9 @@ Plain ASGI (not Starlette's ``BaseHTTPMiddleware``), so an event stream
 passes through untouched and a client's disconnect still reaches it.
 
 - **Password**: when the server has one (``requirepass``), every route but
-  ``/health`` and the console's static files (``/ui``, which hold no data and
-  ask for the password themselves) needs ``Authorization: Bearer <password>``
+  ``/health``, the console's static files (``/ui``) and the API description
+  (``/docs``, ``/openapi.json``) — which hold no data and ask for the password
+  themselves — needs ``Authorization: Bearer <password>``
   (or Basic with any user name and the password) — else ``401`` with
   ``WWW-Authenticate``.
 - **Body limit**: a body over the database's batch limit is ``413`` — by its
@@ -39,12 +40,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ...errors import TooLarge
 from ..context import ServerContext
+from .docs import DOCS_PREFIX
 from .problems import problem
 from .ui import UI_PREFIX
 
 __all__ = ["FrontMiddleware", "undecodable"]
 
-_OPEN_PATHS = frozenset(("/health",))
+_OPEN_PATHS = frozenset(("/health", "/openapi.json"))
+#: Path prefixes served without the password: pages and assets that hold no data.
+_OPEN_PREFIXES = (UI_PREFIX, DOCS_PREFIX)
 #: Routes that read or write keys: on a sharded node only single-key routes
 #: are served (redirected to the key's group when needed, see ``HttpApi.route``).
 #: (``/v1/watch`` is served there: it merges every group's stream.)
@@ -58,8 +62,10 @@ def _single_key(path: str) -> bool:
 
 
 def _open(path: str) -> bool:
-    """Whether ``path`` is served without the password (probes, the console's files)."""
-    return path in _OPEN_PATHS or path == UI_PREFIX or path.startswith(UI_PREFIX + "/")
+    """Whether ``path`` is served without the password (probes, the console, the docs)."""
+    if path in _OPEN_PATHS:
+        return True
+    return any(path == prefix or path.startswith(prefix + "/") for prefix in _OPEN_PREFIXES)
 
 
 def _authorized(header: bytes | None, password: str) -> bool:

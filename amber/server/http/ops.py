@@ -17,7 +17,7 @@ __all__ = ["ops_router"]
 
 
 def ops_router(api: HttpApi) -> APIRouter:
-    """The operational routes (never behind the password: see ``middleware``)."""
+    """The operational routes: ``/health`` is open (for probes), ``/metrics`` needs the password."""
     router = APIRouter(tags=["operations"])
     ctx = api.ctx
 
@@ -26,6 +26,7 @@ def ops_router(api: HttpApi) -> APIRouter:
         name="health",
         summary="Health: 200 when every job runs, 503 when degraded or closed",
         response_model=None,
+        openapi_extra={"security": []},  # open, for probes
         responses={
             200: {"content": {"application/json": {"schema": {"type": "object"}}}},
             503: {"content": {"application/json": {"schema": {"type": "object"}}}},
