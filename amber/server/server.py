@@ -52,6 +52,7 @@ import errno
 import gc
 import logging
 import os
+import resource
 import signal
 import socket
 import ssl
@@ -76,7 +77,7 @@ from .settings import ServeSettings, exposed_without_password
 from .shard_watch import ShardWatches
 from .tls import HANDSHAKE_TIMEOUT_S, server_context
 
-__all__ = ["KeyspaceNotifier", "run", "serve"]
+__all__ = ["RESERVED_FDS", "KeyspaceNotifier", "client_budget", "run", "serve"]
 
 log = logging.getLogger("amber.server")
 
@@ -152,6 +153,51 @@ class _Listeners:
         self.kvtext: asyncio.Server | None = None
         self.lines: list[str] = []
         self.ports: dict[str, int] = {}
+
+
+#: File descriptors kept for the server's own use beyond ``maxclients``: the
+#: listeners, the log and snapshot files, backups, Raft peers (Redis keeps 32;
+#: Amber opens more files at once while it writes a snapshot).
+RESERVED_FDS = 256
+
+
+def client_budget(max_clients: int, soft: int, hard: int) -> tuple[int, int]:
+    """The open-file limit to ask for and the ``maxclients`` it leaves room for.
+
+    As Redis does: the soft limit is raised toward ``max_clients`` +
+    ``RESERVED_FDS`` (at most to the hard limit), and ``maxclients`` lowered
+    to what fits. Without that, clients could take every descriptor, and a
+    server that cannot open its files stops writes. ``max_clients`` 0 (no
+    limit) takes all the hard limit allows.
+    """
+    infinite = resource.RLIM_INFINITY
+    room = 1 << 20 if hard == infinite else hard
+    wanted = max_clients + RESERVED_FDS if max_clients else room
+    target = max(soft, min(wanted, room)) if soft != infinite else soft
+    allowed = (room if target == infinite else target) - RESERVED_FDS
+    clients = max(1, min(max_clients or allowed, allowed))
+    return target, clients
+
+
+def _raise_fd_limit(max_clients: int) -> int:
+    """Apply :func:`client_budget`; the ``maxclients`` to run with (warned when lowered)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target, clients = client_budget(max_clients, soft, hard)
+    if target != soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            target, clients = client_budget(max_clients, soft, soft)
+    if max_clients and clients < max_clients:
+        log.warning(
+            "maxclients lowered from %d to %d: the open-file limit is %d and %d descriptors "
+            "are kept for the server's files (raise it with ulimit -n)",
+            max_clients,
+            clients,
+            target,
+            RESERVED_FDS,
+        )
+    return clients
 
 
 class PortInUse(OSError):
@@ -270,7 +316,9 @@ async def _start_http(  # noqa: PLR0917
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=int(settings.shutdown_timeout),
-        http=protocol_with_timeouts(settings.http_header_timeout, settings.http_body_timeout),
+        http=protocol_with_timeouts(
+            settings.http_header_timeout, settings.http_body_timeout, full=state.clients_full
+        ),
         # uvicorn's public hook for a context of our own (TLS 1.2+, client certs).
         ssl_context_factory=None if tls is None else (lambda _config, _default: tls),
     )
@@ -279,6 +327,7 @@ async def _start_http(  # noqa: PLR0917
     # uvicorn keeps its open connections (keep-alive ones too) in one set per server.
     open_sets = [s.server_state.connections for s in listeners.http]
     ctx.metrics.count_connections("http", lambda: sum(len(c) for c in open_sets))
+    state.other_clients.append(lambda: len(server.server_state.connections))
     task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
     listeners.http_tasks.append(task)
     for _ in range(500):
@@ -307,7 +356,12 @@ async def _start_kvtext(
         )
         return
     server = await start_kvtext(
-        ctx, settings.bind, settings.kvtext_port, locked=lambda: bool(state.password)
+        ctx,
+        settings.bind,
+        settings.kvtext_port,
+        locked=lambda: bool(state.password),
+        full=state.clients_full,
+        counters=state.other_clients,
     )
     listeners.kvtext = server
     port = server.sockets[0].getsockname()[1]
@@ -360,6 +414,7 @@ async def serve(
     ctx = ServerContext.for_database(db)
     ctx.backups = settings.backup_policy()
     redis_config = settings.redis_config()
+    redis_config["maxclients"] = str(_raise_fd_limit(settings.max_clients))
     state = ServerState(ctx, RuntimeConfig(redis_config))
     if settings.cluster_mode == "redis":
         state.redis_cluster = RedisClusterView(
