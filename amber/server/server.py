@@ -49,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import gc
 import logging
 import os
@@ -75,7 +76,7 @@ from .lww_sync import LwwSync
 from .resp import RespLimits, RespServer
 from .settings import ServeSettings, exposed_without_password
 from .shard_watch import ShardWatches
-from .tls import HANDSHAKE_TIMEOUT_S, server_context
+from .tls import server_context
 
 __all__ = ["RESERVED_FDS", "KeyspaceNotifier", "client_budget", "run", "serve"]
 
@@ -267,7 +268,9 @@ async def _start_resp(  # noqa: PLR0917
             max_request_bytes=settings.max_request_bytes, max_pipeline=settings.max_pipeline
         ),
     )
-    await resp.start(settings.bind, port, ssl=tls, ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S)
+    await resp.start(
+        settings.bind, port, ssl=tls, ssl_handshake_timeout=settings.tls_handshake_timeout
+    )
     listeners.resp.append(resp)
     listeners.ports[name] = resp.port
     state.config.values["port" if tls is None else "tls-port"] = str(resp.port)
@@ -306,6 +309,36 @@ async def _start_http(  # noqa: PLR0917
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
             yield
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            """uvicorn's, but an HTTPS listener is ours, to bound its handshakes.
+
+            uvicorn leaves a TLS handshake asyncio's 60 s: a client that opens
+            and sends nothing held a connection that long, uncounted by
+            ``maxclients`` (only a finished handshake reaches the protocol).
+            """
+            if tls is None or not sockets:
+                await super().startup(sockets=sockets)
+                return
+            await super().startup(sockets=[])
+            config = self.config
+            create_protocol = functools.partial(
+                config.http_protocol_class,  # built as uvicorn builds it
+                config=config,  # type: ignore[call-arg]
+                server_state=self.server_state,
+                app_state=self.lifespan.state,
+            )
+            loop = asyncio.get_running_loop()
+            for listening in sockets:
+                self.servers.append(  # closed by uvicorn's shutdown
+                    await loop.create_server(
+                        create_protocol,
+                        sock=listening,
+                        ssl=tls,
+                        ssl_handshake_timeout=settings.tls_handshake_timeout,
+                        backlog=config.backlog,
+                    )
+                )
 
     sock = _bound_socket(settings.bind, port)
     if listeners.http_app is None:
