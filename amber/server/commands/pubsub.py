@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ...errors import AmberError
@@ -323,18 +323,20 @@ def _message(spec: bytes, event: Event, prev: bool) -> list[Any]:
 
 
 async def _pump(session: Session, spec: bytes, watch: Any, prev: bool, local: bool) -> None:
-    def deliver(batch: EventBatch) -> None:
+    def deliver(batch: EventBatch) -> Iterator[None]:
         last = len(batch.events) - 1
         for index, event in enumerate(batch.events):
             message = _message(spec, event, prev)
             if local:
                 message.append(int(index == last))
             session.push(Push(message))
+            yield None
 
-    def deliver_merged(batch: ShardBatch) -> None:
+    def deliver_merged(batch: ShardBatch) -> Iterator[None]:
         shard = batch.group.encode()
         for event, cursor in batch.each():
             session.push(Push([*_message(spec, event, prev), shard, cursor.encode()]))
+            yield None
 
     try:
         if isinstance(watch, MergedWatch):
