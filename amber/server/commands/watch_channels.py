@@ -52,6 +52,21 @@ WATCH_CHANNEL = b"__amber_watch__"
 BACKLOG_POLL_S = 0.01
 #: A watch's pump hands the loop a turn once it has run this long.
 YIELD_AFTER_S = 0.02
+#: Watches (AMBER.WATCH streams and watch channels) one connection may hold:
+#: each is a database watcher, its queue and a task (~8 KB; 50,000 on one
+#: connection held 400 MB).
+MAX_WATCHES = 1_000
+
+
+def check_watch_room(session: Session, more: int) -> None:
+    """Refuse to open ``more`` watches past ``MAX_WATCHES`` on this connection."""
+    held = len(session.watches) + len(session.channel_watches)
+    if held + more > MAX_WATCHES:
+        raise CommandError(
+            f"too many watches on this connection: {held} open, at most {MAX_WATCHES}"
+        )
+
+
 #: After ``@``: a revision or a shard cursor, then ``:`` and the spec.
 _CHANNEL_START = re.compile(
     rf"([0-9]+|(?:{GROUP_NAME}:[0-9]+,)*{GROUP_NAME}:[0-9]+):(.*)".encode(), re.DOTALL
