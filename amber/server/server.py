@@ -49,9 +49,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import gc
 import logging
 import os
+import resource
 import signal
 import socket
 import ssl
@@ -74,9 +76,9 @@ from .lww_sync import LwwSync
 from .resp import RespLimits, RespServer
 from .settings import ServeSettings, exposed_without_password
 from .shard_watch import ShardWatches
-from .tls import HANDSHAKE_TIMEOUT_S, server_context
+from .tls import server_context
 
-__all__ = ["KeyspaceNotifier", "run", "serve"]
+__all__ = ["RESERVED_FDS", "KeyspaceNotifier", "client_budget", "run", "serve"]
 
 log = logging.getLogger("amber.server")
 
@@ -154,6 +156,51 @@ class _Listeners:
         self.ports: dict[str, int] = {}
 
 
+#: File descriptors kept for the server's own use beyond ``maxclients``: the
+#: listeners, the log and snapshot files, backups, Raft peers (Redis keeps 32;
+#: Amber opens more files at once while it writes a snapshot).
+RESERVED_FDS = 256
+
+
+def client_budget(max_clients: int, soft: int, hard: int) -> tuple[int, int]:
+    """The open-file limit to ask for and the ``maxclients`` it leaves room for.
+
+    As Redis does: the soft limit is raised toward ``max_clients`` +
+    ``RESERVED_FDS`` (at most to the hard limit), and ``maxclients`` lowered
+    to what fits. Without that, clients could take every descriptor, and a
+    server that cannot open its files stops writes. ``max_clients`` 0 (no
+    limit) takes all the hard limit allows.
+    """
+    infinite = resource.RLIM_INFINITY
+    room = 1 << 20 if hard == infinite else hard
+    wanted = max_clients + RESERVED_FDS if max_clients else room
+    target = max(soft, min(wanted, room)) if soft != infinite else soft
+    allowed = (room if target == infinite else target) - RESERVED_FDS
+    clients = max(1, min(max_clients or allowed, allowed))
+    return target, clients
+
+
+def _raise_fd_limit(max_clients: int) -> int:
+    """Apply :func:`client_budget`; the ``maxclients`` to run with (warned when lowered)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target, clients = client_budget(max_clients, soft, hard)
+    if target != soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            target, clients = client_budget(max_clients, soft, soft)
+    if max_clients and clients < max_clients:
+        log.warning(
+            "maxclients lowered from %d to %d: the open-file limit is %d and %d descriptors "
+            "are kept for the server's files (raise it with ulimit -n)",
+            max_clients,
+            clients,
+            target,
+            RESERVED_FDS,
+        )
+    return clients
+
+
 class PortInUse(OSError):
     """A port the server should listen on is taken; the message names the flag to change."""
 
@@ -221,7 +268,9 @@ async def _start_resp(  # noqa: PLR0917
             max_request_bytes=settings.max_request_bytes, max_pipeline=settings.max_pipeline
         ),
     )
-    await resp.start(settings.bind, port, ssl=tls, ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S)
+    await resp.start(
+        settings.bind, port, ssl=tls, ssl_handshake_timeout=settings.tls_handshake_timeout
+    )
     listeners.resp.append(resp)
     listeners.ports[name] = resp.port
     state.config.values["port" if tls is None else "tls-port"] = str(resp.port)
@@ -261,6 +310,36 @@ async def _start_http(  # noqa: PLR0917
         def capture_signals(self) -> Iterator[None]:
             yield
 
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            """uvicorn's, but an HTTPS listener is ours, to bound its handshakes.
+
+            uvicorn leaves a TLS handshake asyncio's 60 s: a client that opens
+            and sends nothing held a connection that long, uncounted by
+            ``maxclients`` (only a finished handshake reaches the protocol).
+            """
+            if tls is None or not sockets:
+                await super().startup(sockets=sockets)
+                return
+            await super().startup(sockets=[])
+            config = self.config
+            create_protocol = functools.partial(
+                config.http_protocol_class,  # built as uvicorn builds it
+                config=config,  # type: ignore[call-arg]
+                server_state=self.server_state,
+                app_state=self.lifespan.state,
+            )
+            loop = asyncio.get_running_loop()
+            for listening in sockets:
+                self.servers.append(  # closed by uvicorn's shutdown
+                    await loop.create_server(
+                        create_protocol,
+                        sock=listening,
+                        ssl=tls,
+                        ssl_handshake_timeout=settings.tls_handshake_timeout,
+                        backlog=config.backlog,
+                    )
+                )
+
     sock = _bound_socket(settings.bind, port)
     if listeners.http_app is None:
         listeners.http_app = create_app(ctx, password=lambda: state.password or "")
@@ -270,7 +349,9 @@ async def _start_http(  # noqa: PLR0917
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=int(settings.shutdown_timeout),
-        http=protocol_with_timeouts(settings.http_header_timeout, settings.http_body_timeout),
+        http=protocol_with_timeouts(
+            settings.http_header_timeout, settings.http_body_timeout, full=state.clients_full
+        ),
         # uvicorn's public hook for a context of our own (TLS 1.2+, client certs).
         ssl_context_factory=None if tls is None else (lambda _config, _default: tls),
     )
@@ -279,6 +360,7 @@ async def _start_http(  # noqa: PLR0917
     # uvicorn keeps its open connections (keep-alive ones too) in one set per server.
     open_sets = [s.server_state.connections for s in listeners.http]
     ctx.metrics.count_connections("http", lambda: sum(len(c) for c in open_sets))
+    state.other_clients.append(lambda: len(server.server_state.connections))
     task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
     listeners.http_tasks.append(task)
     for _ in range(500):
@@ -307,7 +389,12 @@ async def _start_kvtext(
         )
         return
     server = await start_kvtext(
-        ctx, settings.bind, settings.kvtext_port, locked=lambda: bool(state.password)
+        ctx,
+        settings.bind,
+        settings.kvtext_port,
+        locked=lambda: bool(state.password),
+        full=state.clients_full,
+        counters=state.other_clients,
     )
     listeners.kvtext = server
     port = server.sockets[0].getsockname()[1]
@@ -360,6 +447,7 @@ async def serve(
     ctx = ServerContext.for_database(db)
     ctx.backups = settings.backup_policy()
     redis_config = settings.redis_config()
+    redis_config["maxclients"] = str(_raise_fd_limit(settings.max_clients))
     state = ServerState(ctx, RuntimeConfig(redis_config))
     if settings.cluster_mode == "redis":
         state.redis_cluster = RedisClusterView(

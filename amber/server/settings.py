@@ -75,6 +75,9 @@ class ServeSettings:
     #: Client certificates: ``yes`` required (Redis' default; needs the CA),
     #: ``optional`` verified if presented, ``no`` not asked for.
     tls_auth_clients: str = "yes"
+    #: Seconds a client has to finish its TLS handshake (RESP and HTTPS), so a
+    #: connection that opens and sends nothing does not hold a socket long.
+    tls_handshake_timeout: float = 10.0
     durability: str = "always"
     #: ``interval`` mode: fsync every this many milliseconds.
     interval_ms: int = 100
@@ -204,6 +207,8 @@ class ServeSettings:
             self.load_shard_map()
         if self.http_header_timeout <= 0 or self.http_body_timeout <= 0:
             raise InvalidArgument("http_header_timeout and http_body_timeout must be > 0")
+        if self.tls_handshake_timeout <= 0:
+            raise InvalidArgument("tls_handshake_timeout must be > 0")
         if self.backup_s3 and not self.backup_s3.startswith("s3://"):
             raise InvalidArgument("backup_s3 must be an s3://bucket/prefix/ URL")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):

@@ -25,7 +25,6 @@ from ..errors import InvalidArgument
 
 __all__ = [
     "AUTH_CLIENTS",
-    "HANDSHAKE_TIMEOUT_S",
     "TlsSettings",
     "check_settings",
     "server_context",
@@ -37,10 +36,6 @@ AUTH_CLIENTS: dict[str, ssl.VerifyMode] = {
     "optional": ssl.CERT_OPTIONAL,
     "no": ssl.CERT_NONE,
 }
-
-#: A RESP client must finish its TLS handshake within this many seconds, so a
-#: connection that opens and sends nothing does not hold a socket for long.
-HANDSHAKE_TIMEOUT_S = 10.0
 
 
 class TlsSettings(Protocol):

@@ -111,12 +111,21 @@ class PingWatch:
         self.times: list[float] = []
         self.errors: list[str] = []
         self._stop = threading.Event()
+        #: Set once connected: the attack starts only then, so that a stall it
+        #: causes at once is timed, not hidden in the untimed connecting PING.
+        self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         client = _ping_client(self.server, self.password)
         try:
-            client.ping()
+            try:
+                client.ping()
+            except redis.RedisError as exc:
+                self.errors.append(repr(exc))
+                return
+            finally:
+                self._ready.set()
             while True:  # at least one timed PING, even for an attack over at once
                 started = time.monotonic()
                 try:
@@ -132,6 +141,7 @@ class PingWatch:
 
     def __enter__(self) -> PingWatch:
         self._thread.start()
+        self._ready.wait(10)
         return self
 
     def __exit__(

@@ -90,3 +90,29 @@ def test_an_unexpected_error_does_not_leak_its_text(
     text = str(failed.value)
     assert "Error:" not in text and str(folder) not in text
     assert_responsive(server)
+
+
+def test_the_redis_config_dir_attack_is_refused(
+    server_factory: SandboxedFactory, sandbox: Path
+) -> None:
+    """Redis' classic ``CONFIG SET dir …; CONFIG SET dbfilename …; SAVE``: no command
+    but AMBER.BACKUP takes a path, and the settings that name files are fixed at start."""
+    server = server_factory()
+    client = server.redis()
+    client.set("t:payload", CRON_LINE)
+    target = sandbox / "tmp"
+    for name, value in [
+        ("dir", str(target)),
+        ("dbfilename", "cron"),
+        ("appendfilename", "cron"),
+        ("logfile", str(target / "cron")),
+    ]:
+        with pytest.raises(redis.ResponseError, match=r"immutable config|Unknown option"):
+            client.config_set(name, value)
+    for command in [("DEBUG", "RELOAD"), ("MODULE", "LOAD", str(target / "x.so"))]:
+        with pytest.raises(redis.ResponseError):
+            client.execute_command(*command)
+    assert client.save() is True
+    assert client.config_get("dir")["dir"] == str(server.data.resolve())
+    assert files_outside(sandbox, server.data) == []
+    assert_responsive(server)

@@ -369,9 +369,10 @@ def test_a_short_cluster_secret_is_refused() -> None:
 def test_serve_refuses_a_short_cluster_secret_file(tmp_path: Path) -> None:
     secret = tmp_path / "cluster.secret"
     secret.write_text("hunter2-hunter\n")
+    base = free_base_port(1)  # (a fixed port was sometimes taken by another test's server)
     out = subprocess.run(
         [sys.executable, "-m", "amber.cli", "serve", "--data", str(tmp_path / "d"),
-         "--node-id", "n1", "--raft-port", "17391", "--peers", "n2=127.0.0.1:17392",
+         "--node-id", "n1", "--raft-port", str(base), "--peers", f"n2=127.0.0.1:{base + 1}",
          "--cluster-secret-file", str(secret),
          "--port", "0", "--http-port", "-1", "--kvtext-port", "-1"],
         check=False, capture_output=True, text=True, timeout=60,

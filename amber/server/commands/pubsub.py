@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ...errors import AmberError
@@ -43,7 +43,7 @@ from .keys import DEFAULT_TABLE, compile_glob, join_key, split_key
 from .registry import REGISTRY, CommandError, syntax_error
 from .replies import Push, Replies
 from .values import dump_json
-from .watch_channels import drain_batches, is_watch_channel, open_watch
+from .watch_channels import check_watch_room, drain_batches, is_watch_channel, open_watch
 from .watch_channels import start as start_channel_watch
 from .watch_channels import stop as stop_channel_watch
 
@@ -202,6 +202,10 @@ def _subscribe(session: Any, names: list[bytes], pattern: bool) -> Replies:
     """SUBSCRIBE/PSUBSCRIBE: watch channels' watches open first, so a malformed
     one refuses the whole command before anything is subscribed."""
     hub: PubSub = session.state.pubsub
+    wanted = {n for n in names if is_watch_channel(n)} - {
+        n for (p, n) in session.channel_watches if p == pattern
+    }
+    check_watch_room(session, len(wanted))
     opened: dict[bytes, Any] = {}
     try:
         for name in names:
@@ -323,18 +327,20 @@ def _message(spec: bytes, event: Event, prev: bool) -> list[Any]:
 
 
 async def _pump(session: Session, spec: bytes, watch: Any, prev: bool, local: bool) -> None:
-    def deliver(batch: EventBatch) -> None:
+    def deliver(batch: EventBatch) -> Iterator[None]:
         last = len(batch.events) - 1
         for index, event in enumerate(batch.events):
             message = _message(spec, event, prev)
             if local:
                 message.append(int(index == last))
             session.push(Push(message))
+            yield None
 
-    def deliver_merged(batch: ShardBatch) -> None:
+    def deliver_merged(batch: ShardBatch) -> Iterator[None]:
         shard = batch.group.encode()
         for event, cursor in batch.each():
             session.push(Push([*_message(spec, event, prev), shard, cursor.encode()]))
+            yield None
 
     try:
         if isinstance(watch, MergedWatch):
@@ -386,6 +392,7 @@ def amber_watch(session: Any, kv: Any, args: list[bytes]) -> Any:
             raise syntax_error()
     if spec in session.watches:
         raise CommandError(f"already watching {spec.decode('utf-8', 'replace')}")
+    check_watch_room(session, 1)
     table, key, prefix = watch_target(spec)
     shards = session.state.ctx.merged_watches()
     watch: Any

@@ -232,6 +232,21 @@ class ServerState:
         self.output_limit_disconnections = 0
         #: Extra INFO "amber" lines from the process (ports, jobs): name -> value.
         self.info_sources: list[Callable[[], dict[str, Any]]] = []
+        #: Open connections of the other front ends (HTTP, kvtext): ``maxclients``
+        #: bounds them together with the RESP sessions (see :meth:`clients_full`).
+        self.other_clients: list[Callable[[], int]] = []
+
+    def clients_full(self) -> bool:
+        """Whether ``maxclients`` connections are open over every front end.
+
+        One bound for all of them: each connection holds a file descriptor,
+        and a process out of descriptors cannot write its data files (a failed
+        snapshot stops writes until a restart).
+        """
+        limit = self.config.int("maxclients")
+        if not limit:
+            return False
+        return len(self.sessions) + sum(count() for count in self.other_clients) >= limit
 
     def next_id(self) -> int:
         self._next_id += 1

@@ -43,6 +43,7 @@ def multi(session: Any, kv: Any, args: list[bytes]) -> Any:
         raise CommandError("MULTI calls can not be nested")
     session.multi = []
     session.multi_failed = False
+    session.multi_bytes = 0
     return OK
 
 

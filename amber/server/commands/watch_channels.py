@@ -30,7 +30,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterable, Callable
+import time
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ...errors import AmberError, Closed, Compacted, Lagged
@@ -49,6 +50,23 @@ log = logging.getLogger(__name__)
 WATCH_CHANNEL = b"__amber_watch__"
 #: How often a pump looks again at a client whose output is backed up.
 BACKLOG_POLL_S = 0.01
+#: A watch's pump hands the loop a turn once it has run this long.
+YIELD_AFTER_S = 0.02
+#: Watches (AMBER.WATCH streams and watch channels) one connection may hold:
+#: each is a database watcher, its queue and a task (~8 KB; 50,000 on one
+#: connection held 400 MB).
+MAX_WATCHES = 1_000
+
+
+def check_watch_room(session: Session, more: int) -> None:
+    """Refuse to open ``more`` watches past ``MAX_WATCHES`` on this connection."""
+    held = len(session.watches) + len(session.channel_watches)
+    if held + more > MAX_WATCHES:
+        raise CommandError(
+            f"too many watches on this connection: {held} open, at most {MAX_WATCHES}"
+        )
+
+
 #: After ``@``: a revision or a shard cursor, then ``:`` and the spec.
 _CHANNEL_START = re.compile(
     rf"([0-9]+|(?:{GROUP_NAME}:[0-9]+,)*{GROUP_NAME}:[0-9]+):(.*)".encode(), re.DOTALL
@@ -89,26 +107,37 @@ def parse_watch_channel(name: bytes) -> tuple[bytes, Start]:
 
 
 async def drain_batches(
-    session: Session, batches: AsyncIterable[B], deliver: Callable[[B], None]
+    session: Session, batches: AsyncIterable[B], deliver: Callable[[B], Iterable[None]]
 ) -> None:
     """Hand each batch to ``deliver`` until the stream ends (raises its end).
 
-    While the client does not read (its output is backed up) no more is
-    taken, so a slow client makes the watch's bounded queue overflow into
-    ``Lagged`` — a message it sees — rather than server memory grow.
+    ``deliver`` yields after each message it pushed. A replay from an old
+    revision has every batch ready at once, and encoding wide documents is
+    slow: so the loop gets a turn whenever ``YIELD_AFTER_S`` went by, also
+    inside one batch (a transaction over many keys), and other clients are
+    served (a replay held every front end ~4 s). While the client does not
+    read (its output is backed up) no more is taken, so a slow client makes
+    the watch's bounded queue overflow into ``Lagged`` — a message it sees —
+    rather than server memory grow.
     """
+    turn = time.perf_counter()
     async for batch in batches:
-        deliver(batch)
+        for _ in deliver(batch):
+            if time.perf_counter() - turn >= YIELD_AFTER_S:
+                await asyncio.sleep(0)
+                turn = time.perf_counter()
         while session.backlogged():
             await asyncio.sleep(BACKLOG_POLL_S)
+            turn = time.perf_counter()
 
 
 async def drain_watch(session: Session, watch: Any, deliver: Callable[[Event], None]) -> None:
     """Hand each event of ``watch`` to ``deliver`` (see :func:`drain_batches`)."""
 
-    def each(batch: Any) -> None:
+    def each(batch: Any) -> Iterator[None]:
         for event in batch.events:
             deliver(event)
+            yield None
 
     await drain_batches(session, watch.batches(), each)
 
@@ -163,9 +192,10 @@ async def _pump(session: Session, name: bytes, pattern: bool, spec: bytes, watch
         else:
             session.push(Push([b"message", name, payload]))
 
-    def deliver_merged(batch: ShardBatch) -> None:
+    def deliver_merged(batch: ShardBatch) -> Iterator[None]:
         for event, cursor in batch.each():
             send(event, _payload(event, batch.group, cursor))
+            yield None
 
     ended: BaseException
     try:

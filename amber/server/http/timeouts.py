@@ -7,11 +7,16 @@ byte every few seconds) holds a connection, a parser and memory forever.
 from its first byte to the end of its headers (a deadline, so trickling does
 not extend it), then ``body_timeout`` seconds of silence at most while its
 body arrives. Past either the connection gets ``408`` and is closed.
+
+It also refuses a connection (``503``, closed) while ``full()`` says the
+server has as many clients as it takes (``maxclients``, over every front
+end): an open stream or a slow request holds a file descriptor each.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -22,9 +27,15 @@ _TIMEOUT_RESPONSE = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
     b"connection: close\r\ncontent-length: 34\r\n\r\nthe request was not sent in time\r\n"
 )
+_FULL_RESPONSE = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"connection: close\r\ncontent-length: 31\r\n\r\nmax number of clients reached\r\n"
+)
 
 
-def protocol_with_timeouts(header_timeout: float, body_timeout: float) -> type[HttpToolsProtocol]:
+def protocol_with_timeouts(
+    header_timeout: float, body_timeout: float, full: Callable[[], bool] | None = None
+) -> type[HttpToolsProtocol]:
     """An ``HttpToolsProtocol`` subclass with these deadlines (``uvicorn.Config(http=…)``)."""
 
     class TimedHttpToolsProtocol(HttpToolsProtocol):
@@ -48,7 +59,12 @@ def protocol_with_timeouts(header_timeout: float, body_timeout: float) -> type[H
                 transport.close()
 
         def connection_made(self, transport: Any) -> None:
+            refused = full is not None and full()  # counted before this one joins
             super().connection_made(transport)
+            if refused:
+                transport.write(_FULL_RESPONSE)
+                transport.close()
+                return
             self._arm(header_timeout)  # the first request's headers
 
         def connection_lost(self, exc: Exception | None) -> None:

@@ -35,6 +35,8 @@ _MAX_QUEUED = 1024
 _CLOSE_POLL = 0.1
 
 
+_FULL_REPLY = b"ERROR max number of clients reached\r\n"
+
 _LOCKED_REPLY = (
     b"ERROR the server requires a password and the KV text protocol has no way to give one; "
     b"use the Redis protocol or HTTP\r\n"
@@ -63,6 +65,12 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
         self.transport = cast(asyncio.Transport, transport)
+        if self.frontend.full():
+            # Refused, as RESP refuses past maxclients: a descriptor each.
+            self.closing = True
+            self.transport.write(_FULL_REPLY)
+            self.transport.close()
+            return
         self.frontend.connections.add(self)
         self.frontend.ctx.metrics.connections.labels("kvtext").inc()
 
@@ -158,12 +166,18 @@ class _KvTextFrontend:
     """The shared state of one KV text listener."""
 
     def __init__(
-        self, ctx: ServerContext, max_line: int, locked: Callable[[], bool] | None = None
+        self,
+        ctx: ServerContext,
+        max_line: int,
+        locked: Callable[[], bool] | None = None,
+        full: Callable[[], bool] | None = None,
     ) -> None:
         self.ctx = ctx
         self.max_line = max_line
         #: True while the server requires a password (the protocol has none).
         self.locked: Callable[[], bool] = locked or (lambda: False)
+        #: True while the server has as many connections as it takes (``maxclients``).
+        self.full: Callable[[], bool] = full or (lambda: False)
         self.buckets = Buckets()
         self.connections: set[_Connection] = set()
         self.closer: asyncio.Task[None] | None = None
@@ -183,17 +197,23 @@ async def start_kvtext(
     *,
     max_line: int | None = None,
     locked: Callable[[], bool] | None = None,
+    full: Callable[[], bool] | None = None,
+    counters: list[Callable[[], int]] | None = None,
 ) -> asyncio.Server:
     """Listen for KV text clients on ``host:port`` (0: a free port) on the running loop.
 
     ``max_line`` caps one request line in bytes (default: the largest value
     plus 4 KiB for the command words). While ``locked()`` is true (the server
     has a password; this protocol has no way to give one) every request is
-    answered with an error and the connection closed. Close the returned
-    server to stop.
+    answered with an error and the connection closed. While ``full()`` is
+    true a new connection is refused the same way. A function counting the
+    open connections is appended to ``counters``. Close the returned server
+    to stop.
     """
     limit = max_line if max_line is not None else ctx.db.config.limits.max_value_bytes + 4096
-    frontend = _KvTextFrontend(ctx, limit, locked)
+    frontend = _KvTextFrontend(ctx, limit, locked, full)
+    if counters is not None:
+        counters.append(lambda: len(frontend.connections))
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: _Connection(frontend), host, port)
     # The server holds the factory, the factory the front end, which holds the task.

@@ -105,8 +105,7 @@ class RespConnection(asyncio.Protocol):
         server = self.server
         state = server.state
         state.connections_received += 1
-        max_clients = state.config.int("maxclients")
-        if (max_clients and len(state.sessions) >= max_clients) or server.stopping:
+        if server.stopping or state.clients_full():
             state.rejected_connections += 1
             reason = (
                 "server is shutting down" if server.stopping else "max number of clients reached"
