@@ -91,12 +91,29 @@ class DirectReads:
 
 
 class _Deferred:
-    """Updates of a key whose value this scope has not read: known once applied."""
+    """Updates of a key whose value this scope has not read: known once applied.
 
-    __slots__ = ("updates",)
+    A chain, each link the updates before plus one, so buffering one more is
+    O(1) (a copied tuple made a MULTI of n INCRs on one key O(n²)) and a
+    link a rolled-back command made is simply dropped.
+    """
 
-    def __init__(self, updates: tuple[tuple[str, tuple[Any, ...]], ...]) -> None:
-        self.updates = updates
+    __slots__ = ("args", "before", "fn")
+
+    def __init__(self, before: _Deferred | None, fn: str, args: tuple[Any, ...]) -> None:
+        self.before = before
+        self.fn = fn
+        self.args = args
+
+    def updates(self) -> list[tuple[str, tuple[Any, ...]]]:
+        """Every update of the chain, oldest first."""
+        steps = []
+        link: _Deferred | None = self
+        while link is not None:
+            steps.append((link.fn, link.args))
+            link = link.before
+        steps.reverse()
+        return steps
 
 
 class _Unseen:
@@ -125,7 +142,7 @@ class Scope(DirectReads):
     (the compare makes the apply-time result the same).
     """
 
-    __slots__ = ("barrier", "conditions", "dropped", "local", "ops", "reads")
+    __slots__ = ("barrier", "conditions", "dropped", "local", "ops", "reads", "undo")
 
     def __init__(self, db: Database, *, barrier: bool = False) -> None:
         super().__init__(db)
@@ -140,6 +157,11 @@ class Scope(DirectReads):
         self.dropped: set[str] = set()
         #: Explicit compares (AMBER.TXN); a failure is the answer, never retried.
         self.conditions: list[Compare] = []
+        #: Once :meth:`mark` was called (MULTI): each change to ``local`` as
+        #: (key, what it held), or (None, table) for a table added to
+        #: ``dropped``, so :meth:`rollback` costs what the command changed,
+        #: not a copy of everything before it (O(n²) over a block).
+        self.undo: list[tuple[tuple[str, str] | None, Any]] | None = None
 
     # -- reads ----------------------------------------------------------------
 
@@ -161,7 +183,7 @@ class Scope(DirectReads):
         self.reads.setdefault(where, 0 if entry is None else entry.mod_revision)
         if isinstance(known, _Deferred):  # this scope's updates wait on it: replay them
             entry = _replayed(key, entry, known)
-        local[where] = entry
+        self._set(where, entry)
         return entry
 
     def watch(self, table: str, key: str, mod_revision: int) -> None:
@@ -199,6 +221,12 @@ class Scope(DirectReads):
 
     # -- writes ---------------------------------------------------------------
 
+    def _set(self, where: tuple[str, str], known: Entry | _Deferred | None) -> None:
+        """What this scope knows of a key from now on (undone by :meth:`rollback`)."""
+        if self.undo is not None:
+            self.undo.append((where, self.local.get(where, _UNSEEN)))
+        self.local[where] = known
+
     def _names(self, table: str, key: str) -> tuple[str, str]:
         limits = self.db.config.limits
         return check_table(table, limits), check_key(key, limits)
@@ -224,7 +252,7 @@ class Scope(DirectReads):
         else:
             expires = None if ttl_ms is None else _now_ms() + ttl_ms
         self.ops.append(Put(table, key, frozen, ttl_ms, keep_ttl, expires_at_ms))
-        self.local[(table, key)] = Entry(key, frozen, -1, -1, -1, expires)
+        self._set((table, key), Entry(key, frozen, -1, -1, -1, expires))
         return len(self.ops) - 1
 
     def merge(self, table: str, key: str, patch: Any, *, ttl_ms: int | None = None) -> int:
@@ -236,7 +264,7 @@ class Scope(DirectReads):
         if ttl_ms is not None:
             expires = _now_ms() + ttl_ms
         self.ops.append(Merge(table, key, frozen, ttl_ms))
-        self.local[(table, key)] = Entry(key, value, -1, -1, -1, expires)
+        self._set((table, key), Entry(key, value, -1, -1, -1, expires))
         return len(self.ops) - 1
 
     def update(self, table: str, key: str, fn: str, *args: Any) -> int:
@@ -247,47 +275,58 @@ class Scope(DirectReads):
         """
         table, key = self._names(table, key)
         where = (table, key)
-        step = _Deferred(((fn, args),))
         if where in self.local:
             known = self.local[where]
             if isinstance(known, _Deferred):
-                self.local[where] = _Deferred((*known.updates, (fn, args)))
+                self._set(where, _Deferred(known, fn, args))
             else:  # this scope knows the value: replay on it, as the store will
-                self.local[where] = _replayed(key, known, step)
+                self._set(where, _replayed(key, known, _Deferred(None, fn, args)))
         elif table in self.dropped:
-            self.local[where] = _replayed(key, None, step)
+            self._set(where, _replayed(key, None, _Deferred(None, fn, args)))
         else:
-            self.local[where] = step
+            self._set(where, _Deferred(None, fn, args))
         self.ops.append(Update(table, key, fn, args))
         return len(self.ops) - 1
 
     def delete(self, table: str, key: str) -> int:
         table, key = self._names(table, key)
         self.ops.append(Delete(table, key))
-        self.local[(table, key)] = None
+        self._set((table, key), None)
         return len(self.ops) - 1
 
     def drop_table(self, table: str) -> int:
         table = check_table(table, self.db.config.limits)
         self.ops.append(DropTable(table))
         for where in [w for w in self.local if w[0] == table]:
-            self.local[where] = None
-        self.dropped.add(table)
+            self._set(where, None)
+        if table not in self.dropped:
+            self.dropped.add(table)
+            if self.undo is not None:
+                self.undo.append((None, table))
         return len(self.ops) - 1
 
     # -- committing -----------------------------------------------------------
 
-    def mark(self) -> tuple[int, dict[tuple[str, str], Entry | _Deferred | None], set[str]]:
-        """A point to roll back to when one command of a MULTI fails."""
-        return len(self.ops), dict(self.local), set(self.dropped)
+    def mark(self) -> tuple[int, int]:
+        """A point to roll back to when one command of a MULTI fails: (ops, undo steps)."""
+        if self.undo is None:
+            self.undo = []
+        return len(self.ops), len(self.undo)
 
-    def rollback(
-        self, mark: tuple[int, dict[tuple[str, str], Entry | _Deferred | None], set[str]]
-    ) -> None:
-        count, local, dropped = mark
+    def rollback(self, mark: tuple[int, int]) -> None:
+        """Forget what was buffered and learned since ``mark``."""
+        count, steps = mark
         del self.ops[count:]
-        self.local = local
-        self.dropped = dropped
+        undo = self.undo
+        assert undo is not None  # a mark started it
+        while len(undo) > steps:
+            where, before = undo.pop()
+            if where is None:
+                self.dropped.discard(before)
+            elif before is _UNSEEN:
+                del self.local[where]
+            else:
+                self.local[where] = before
 
     def compares(self) -> list[Compare]:
         return [
@@ -309,7 +348,7 @@ def _now_ms() -> int:
 def _replayed(key: str, entry: Entry | None, deferred: _Deferred) -> Entry | None:
     """``entry`` after the buffered updates, as the store will apply them (refusals skip)."""
     value: Any = ABSENT if entry is None else entry.value
-    for fn, args in deferred.updates:
+    for fn, args in deferred.updates():
         try:
             new, _ = UPDATES[fn](value, *args)
         except Refused:
