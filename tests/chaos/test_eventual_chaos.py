@@ -80,6 +80,7 @@ def test_the_plan_of_the_scenario_has_every_kind() -> None:
     assert any(f.kind == "clock-skew" and f.target == "beyond" for f in faults)
 
 
+@pytest.mark.slow  # ~35 s; make test keeps the 10 s kill + clock-skew round below
 def test_eventual_workload_under_every_nemesis_is_valid(tmp_path: Path) -> None:
     options = ChaosOptions(
         tmp_path / "run",
