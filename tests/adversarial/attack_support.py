@@ -22,6 +22,7 @@ the issue asks of a database under attack:
 
 from __future__ import annotations
 
+import socket
 import sys
 import threading
 import time
@@ -47,6 +48,8 @@ __all__ = [
     "ServerProcess",
     "assert_responsive",
     "files_outside",
+    "pack",
+    "read_until",
     "redis_server",
     "rss_bytes",
     "sandbox",
@@ -56,6 +59,26 @@ __all__ = [
 
 #: The issue's bound: a PING from another connection answers within this, during and after.
 PING_LIMIT_S = 1.0
+
+
+def pack(*args: bytes) -> bytes:
+    """One RESP command as a client sends it (for raw sockets, which can misbehave)."""
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in args)
+
+
+def read_until(
+    sock: socket.socket, marker: bytes, seconds: float = 30.0, *, at_end: bool = False
+) -> bytes:
+    """What arrives until ``marker`` is in it (``at_end``: ends it), at most ``seconds``."""
+    sock.settimeout(seconds)
+    deadline = time.monotonic() + seconds
+    got = bytearray()
+    while not (got.endswith(marker) if at_end else marker in got):
+        assert time.monotonic() < deadline, bytes(got[-200:])
+        chunk = sock.recv(1 << 20)
+        assert chunk, f"closed after {bytes(got[-200:])!r}"
+        got += chunk
+    return bytes(got)
 
 
 def rss_bytes(pid: int) -> int:

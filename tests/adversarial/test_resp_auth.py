@@ -12,7 +12,13 @@ import time
 
 import pytest
 import redis
-from attack_support import PingWatch, SandboxedFactory, ServerProcess, assert_responsive
+from attack_support import (
+    PingWatch,
+    SandboxedFactory,
+    ServerProcess,
+    assert_responsive,
+    pack,
+)
 
 PASSWORD = "s3cret"
 NOAUTH = b"-NOAUTH Authentication required.\r\n"
@@ -21,13 +27,6 @@ HELLO_NOAUTH = (
     b"HELLO AUTH <user> <pass> option can be used to authenticate the client and select "
     b"the RESP protocol version at the same time\r\n"
 )
-
-
-def pack(*args: bytes) -> bytes:
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        out.append(b"$%d\r\n%b\r\n" % (len(arg), arg))
-    return b"".join(out)
 
 
 def raw(server: ServerProcess) -> socket.socket:

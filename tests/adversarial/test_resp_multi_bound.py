@@ -13,32 +13,22 @@ EXECABORT.
 from __future__ import annotations
 
 import socket
-import time
 
 import pytest
-from attack_support import PingWatch, SandboxedFactory, ServerProcess, assert_responsive, rss_bytes
+from attack_support import (
+    PingWatch,
+    SandboxedFactory,
+    ServerProcess,
+    assert_responsive,
+    pack,
+    read_until,
+    rss_bytes,
+)
 
 from amber.server.commands.session import MAX_MULTI_COMMANDS
 
 MIB = 1024 * 1024
 FULL = b"-ERR MULTI queue is full"
-
-
-def pack(*args: bytes) -> bytes:
-    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in args)
-
-
-def read_until(sock: socket.socket, end: bytes, seconds: float = 30.0) -> bytes:
-    """What arrives until it ends with ``end`` (at most ``seconds``)."""
-    sock.settimeout(seconds)
-    deadline = time.monotonic() + seconds
-    got = bytearray()
-    while not got.endswith(end):
-        assert time.monotonic() < deadline, bytes(got[-200:])
-        chunk = sock.recv(1 << 20)
-        assert chunk, f"closed after {bytes(got[-200:])!r}"
-        got += chunk
-    return bytes(got)
 
 
 @pytest.fixture
@@ -52,14 +42,14 @@ def test_queued_values_are_bounded_in_bytes(server: ServerProcess) -> None:
     before = rss_bytes(server.proc.pid)
     with PingWatch(server) as watch, socket.create_connection((server.host, server.port)) as sock:
         sock.sendall(pack(b"MULTI"))
-        assert read_until(sock, b"+OK\r\n") == b"+OK\r\n"
+        assert read_until(sock, b"+OK\r\n", at_end=True) == b"+OK\r\n"
         replies = []
         for i in range(24):  # 192 MiB against the 64 MiB transaction limit
             sock.sendall(pack(b"SET", b"t:k%d" % i, value))
-            replies.append(read_until(sock, b"\r\n"))
+            replies.append(read_until(sock, b"\r\n", at_end=True))
         grown = rss_bytes(server.proc.pid) - before
         sock.sendall(pack(b"EXEC"))
-        executed = read_until(sock, b"\r\n")
+        executed = read_until(sock, b"\r\n", at_end=True)
     watch.assert_ok()
     assert replies[0] == b"+QUEUED\r\n"
     assert any(reply.startswith(FULL) for reply in replies), replies
@@ -75,16 +65,16 @@ def test_queued_commands_are_bounded_in_count(server: ServerProcess) -> None:
     with socket.create_connection((server.host, server.port)) as sock:
         # At the limit the block runs, and EXEC's one turn does not stall others.
         sock.sendall(pack(b"MULTI") + pack(b"INCR", b"t:n") * MAX_MULTI_COMMANDS)
-        read_until(sock, b"+OK\r\n" + b"+QUEUED\r\n" * MAX_MULTI_COMMANDS)
+        read_until(sock, b"+OK\r\n" + b"+QUEUED\r\n" * MAX_MULTI_COMMANDS, at_end=True)
         with PingWatch(server) as watch:
             sock.sendall(pack(b"EXEC"))
-            read_until(sock, b":%d\r\n" % MAX_MULTI_COMMANDS)
+            read_until(sock, b":%d\r\n" % MAX_MULTI_COMMANDS, at_end=True)
         watch.assert_ok()
         # One more is refused, and the block is discarded.
         sock.sendall(pack(b"MULTI") + pack(b"INCR", b"t:n") * (MAX_MULTI_COMMANDS + 1))
-        got = read_until(sock, b"discarded\r\n")
+        got = read_until(sock, b"discarded\r\n", at_end=True)
         assert got.split(b"\r\n")[MAX_MULTI_COMMANDS + 1].startswith(FULL)
         sock.sendall(pack(b"EXEC"))
-        assert read_until(sock, b"\r\n").startswith(b"-EXECABORT")
+        assert read_until(sock, b"\r\n", at_end=True).startswith(b"-EXECABORT")
     assert server.redis().get("t:n") == str(MAX_MULTI_COMMANDS).encode()
     assert_responsive(server)

@@ -9,30 +9,20 @@ grew the server by 400 MB. Past the bound the command is refused whole.
 from __future__ import annotations
 
 import socket
-import time
 
-from attack_support import PingWatch, SandboxedFactory, assert_responsive, rss_bytes
+from attack_support import (
+    PingWatch,
+    SandboxedFactory,
+    assert_responsive,
+    pack,
+    read_until,
+    rss_bytes,
+)
 
 from amber.server.commands.watch_channels import MAX_WATCHES
 
 MIB = 1024 * 1024
 TOO_MANY = b"-ERR too many watches on this connection"
-
-
-def pack(*args: bytes) -> bytes:
-    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in args)
-
-
-def read_until(sock: socket.socket, marker: bytes, seconds: float = 20.0) -> bytes:
-    sock.settimeout(seconds)
-    deadline = time.monotonic() + seconds
-    got = bytearray()
-    while marker not in got:
-        assert time.monotonic() < deadline, bytes(got[-200:])
-        chunk = sock.recv(1 << 20)
-        assert chunk, bytes(got[-200:])
-        got += chunk
-    return bytes(got)
 
 
 def channels(start: int, count: int) -> list[bytes]:
