@@ -68,7 +68,7 @@ from ..node.supervisor import Supervisor
 from ..persistence.volatile import ENV as VOLATILE_FILES_ENV
 from ..persistence.volatile import VolatileFiles
 from ..replication.config import parse_peers
-from .commands import RuntimeConfig, ServerState
+from .commands import CommandError, RuntimeConfig, ServerState
 from .commands.admin import snapshots_of
 from .commands.cluster import RedisClusterView
 from .context import ServerContext
@@ -78,7 +78,14 @@ from .settings import ServeSettings, exposed_without_password
 from .shard_watch import ShardWatches
 from .tls import server_context
 
-__all__ = ["RESERVED_FDS", "KeyspaceNotifier", "client_budget", "run", "serve"]
+__all__ = [
+    "RESERVED_FDS",
+    "KeyspaceNotifier",
+    "check_max_clients",
+    "client_budget",
+    "run",
+    "serve",
+]
 
 log = logging.getLogger("amber.server")
 
@@ -180,8 +187,8 @@ def client_budget(max_clients: int, soft: int, hard: int) -> tuple[int, int]:
     return target, clients
 
 
-def _raise_fd_limit(max_clients: int) -> int:
-    """Apply :func:`client_budget`; the ``maxclients`` to run with (warned when lowered)."""
+def _fit_fd_limit(max_clients: int) -> tuple[int, int]:
+    """Apply :func:`client_budget`: (the open-file limit now, the ``maxclients`` it allows)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target, clients = client_budget(max_clients, soft, hard)
     if target != soft:
@@ -189,6 +196,35 @@ def _raise_fd_limit(max_clients: int) -> int:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         except (ValueError, OSError):
             target, clients = client_budget(max_clients, soft, soft)
+    return target, clients
+
+
+def check_max_clients(value: str) -> str:
+    """``CONFIG SET maxclients``: as at start, within what the open-file limit allows.
+
+    Redis' rule and words: 0 is refused (no limit would let clients take
+    every descriptor), and a number the limit cannot hold — after raising it
+    as far as the hard limit lets — is refused with the largest that fits.
+    """
+    error = "CONFIG SET failed (possibly related to argument 'maxclients') - "
+    try:
+        requested = int(value)
+    except ValueError:
+        raise CommandError(error + "argument couldn't be parsed into an integer") from None
+    if not 1 <= requested <= 2**32 - 1:
+        raise CommandError(error + "argument must be between 1 and 4294967295 inclusive")
+    _, clients = _fit_fd_limit(requested)
+    if clients < requested:
+        raise CommandError(
+            error + "The operating system is not able to handle the specified number of "
+            f"clients, try with {clients}"
+        )
+    return str(requested)
+
+
+def _raise_fd_limit(max_clients: int) -> int:
+    """At start: the ``maxclients`` to run with (:func:`_fit_fd_limit`; warned when lowered)."""
+    target, clients = _fit_fd_limit(max_clients)
     if max_clients and clients < max_clients:
         log.warning(
             "maxclients lowered from %d to %d: the open-file limit is %d and %d descriptors "
@@ -449,6 +485,7 @@ async def serve(
     redis_config = settings.redis_config()
     redis_config["maxclients"] = str(_raise_fd_limit(settings.max_clients))
     state = ServerState(ctx, RuntimeConfig(redis_config))
+    state.config.setters["maxclients"] = check_max_clients
     if settings.cluster_mode == "redis":
         state.redis_cluster = RedisClusterView(
             db,

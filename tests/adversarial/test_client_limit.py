@@ -18,8 +18,10 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 from attack_support import PingWatch, SandboxedFactory, ServerProcess, assert_responsive
 
 from amber.server.server import RESERVED_FDS, client_budget
@@ -119,3 +121,37 @@ def test_the_client_budget(
     max_clients: int, soft: int, hard: int, target: int, clients: int
 ) -> None:
     assert client_budget(max_clients, soft, hard) == (target, clients)
+
+
+def hard_fd_limit(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return int(line.split()[4])
+    raise AssertionError("no open-file limit")
+
+
+def test_config_set_maxclients_keeps_the_bound(
+    server_factory: SandboxedFactory, redis_server: Any
+) -> None:
+    """CONFIG SET could turn the bound off (0) or past the descriptors the process
+    may open; both are refused, in redis-server 7.0.15's words, and nothing changes."""
+    server = server_factory("--max-clients", str(LIMIT))
+    amber = server.redis()
+    for value in ("0", "-1", "x", "4294967296"):
+        with pytest.raises(redis.ResponseError) as ours:
+            amber.config_set("maxclients", value)
+        with pytest.raises(redis.ResponseError) as theirs:
+            redis_server.config_set("maxclients", value)
+        assert str(ours.value) == str(theirs.value), value
+    fits = hard_fd_limit(server.proc.pid) - RESERVED_FDS
+    with pytest.raises(redis.ResponseError) as too_many:
+        amber.config_set("maxclients", str(fits + 1))
+    assert str(too_many.value) == (
+        "CONFIG SET failed (possibly related to argument 'maxclients') - The operating "
+        f"system is not able to handle the specified number of clients, try with {fits}"
+    )
+    assert amber.config_get("maxclients") == {"maxclients": str(LIMIT)}
+    assert amber.config_set("maxclients", str(min(fits, 500))) is True
+    assert amber.config_get("maxclients") == {"maxclients": str(min(fits, 500))}
+    assert soft_fd_limit(server.proc.pid) >= min(fits, 500) + RESERVED_FDS
+    amber.close()
