@@ -71,8 +71,15 @@ def eventually(check: Callable[[], Any], timeout: float = 15.0) -> Any:
 
 
 def docs(node: LocalNode, prefix: str) -> dict[str, Any]:
+    """The member's documents under ``prefix``; a key deleted between KEYS and its
+    JSON.GET (a peer's delete pulled in meanwhile) is left out, as a later KEYS would."""
     c = client(node)
-    return {k.decode(): json.loads(c.execute_command("JSON.GET", k)) for k in c.keys(prefix)}
+    found = {}
+    for key in c.keys(prefix):
+        text = c.execute_command("JSON.GET", key)
+        if text is not None:
+            found[key.decode()] = json.loads(text)
+    return found
 
 
 def converged(nodes: list[LocalNode], prefix: str) -> dict[str, Any] | None:
