@@ -68,9 +68,10 @@ from ..node.supervisor import Supervisor
 from ..persistence.volatile import ENV as VOLATILE_FILES_ENV
 from ..persistence.volatile import VolatileFiles
 from ..replication.config import parse_peers
-from .commands import CommandError, RuntimeConfig, ServerState
+from .commands import RuntimeConfig, ServerState
 from .commands.admin import snapshots_of
 from .commands.cluster import RedisClusterView
+from .commands.state import config_set_error
 from .context import ServerContext
 from .lww_sync import LwwSync
 from .resp import RespLimits, RespServer
@@ -206,18 +207,20 @@ def check_max_clients(value: str) -> str:
     every descriptor), and a number the limit cannot hold — after raising it
     as far as the hard limit lets — is refused with the largest that fits.
     """
-    error = "CONFIG SET failed (possibly related to argument 'maxclients') - "
     try:
         requested = int(value)
     except ValueError:
-        raise CommandError(error + "argument couldn't be parsed into an integer") from None
+        raise config_set_error(
+            "maxclients", "argument couldn't be parsed into an integer"
+        ) from None
     if not 1 <= requested <= 2**32 - 1:
-        raise CommandError(error + "argument must be between 1 and 4294967295 inclusive")
+        raise config_set_error("maxclients", "argument must be between 1 and 4294967295 inclusive")
     _, clients = _fit_fd_limit(requested)
     if clients < requested:
-        raise CommandError(
-            error + "The operating system is not able to handle the specified number of "
-            f"clients, try with {clients}"
+        raise config_set_error(
+            "maxclients",
+            "The operating system is not able to handle the specified number of clients, "
+            f"try with {clients}",
         )
     return str(requested)
 

@@ -275,16 +275,17 @@ class Scope(DirectReads):
         """
         table, key = self._names(table, key)
         where = (table, key)
+        step = _Deferred(None, fn, args)
         if where in self.local:
             known = self.local[where]
             if isinstance(known, _Deferred):
                 self._set(where, _Deferred(known, fn, args))
             else:  # this scope knows the value: replay on it, as the store will
-                self._set(where, _replayed(key, known, _Deferred(None, fn, args)))
+                self._set(where, _replayed(key, known, step))
         elif table in self.dropped:
-            self._set(where, _replayed(key, None, _Deferred(None, fn, args)))
+            self._set(where, _replayed(key, None, step))
         else:
-            self._set(where, _Deferred(None, fn, args))
+            self._set(where, step)
         self.ops.append(Update(table, key, fn, args))
         return len(self.ops) - 1
 

@@ -34,13 +34,17 @@ AMBER_VERSION = "0.1.0"
 _KEYSPACE_CLASSES = frozenset("KEg$lshzxetdmnA")
 
 
+def config_set_error(name: str, why: str) -> CommandError:
+    """Redis' words for a CONFIG SET it refuses, naming the parameter."""
+    return CommandError(f"CONFIG SET failed (possibly related to argument '{name}') - {why}")
+
+
 def check_notify_flags(value: str) -> str:
     """Validate ``notify-keyspace-events`` (Redis' class letters)."""
     bad = set(value) - _KEYSPACE_CLASSES
     if bad:
-        raise CommandError(
-            f"CONFIG SET failed (possibly related to argument 'notify-keyspace-events') - "
-            f"invalid event class {''.join(sorted(bad))!r}"
+        raise config_set_error(
+            "notify-keyspace-events", f"invalid event class {''.join(sorted(bad))!r}"
         )
     return value
 
@@ -77,18 +81,12 @@ class RuntimeConfig:
             setter = self.setters.get(name)
             if setter is None:
                 if name in self.values:
-                    raise CommandError(
-                        f"CONFIG SET failed (possibly related to argument '{raw}') - "
-                        "can't set immutable config"
-                    )
+                    raise config_set_error(raw, "can't set immutable config")
                 raise CommandError(
                     f"Unknown option or number of arguments for CONFIG SET - '{raw}'"
                 )
             if name in checked:
-                raise CommandError(
-                    f"CONFIG SET failed (possibly related to argument '{raw}') - "
-                    "duplicate parameter"
-                )
+                raise config_set_error(raw, "duplicate parameter")
             checked[name] = setter(value)
         self.values.update(checked)
         for name, value in checked.items():
@@ -106,10 +104,7 @@ def _non_negative_int(name: str) -> Callable[[str], str]:
         except ValueError:
             number = -1
         if number < 0:
-            raise CommandError(
-                f"CONFIG SET failed (possibly related to argument '{name}') - "
-                f"argument couldn't be parsed into an integer"
-            )
+            raise config_set_error(name, "argument couldn't be parsed into an integer")
         return str(number)
 
     return check
